@@ -1,0 +1,80 @@
+"""Map-style torch datasets over chip files, read lazily by DataLoader workers."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from torch.utils.data import Dataset
+
+from geoclass.data.samples import Sample
+from geoclass.data.transforms import Augmenter
+from geoclass.errors import DatasetError
+from geoclass.models.model_file import ModelMeta
+
+IGNORE_INDEX = 255
+
+
+def read_chip(path: str, bands: Sequence[int] | None = None) -> np.ndarray:
+    """Read a chip file as (bands, h, w) in its own dtype, naming the file on failure."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                if bands is not None and max(bands) > src.count:
+                    raise DatasetError(f"{path}: band {max(bands)} requested but the chip has {src.count} bands")
+                return src.read(list(bands) if bands is not None else None)
+    except RasterioIOError as exc:
+        raise DatasetError(f"{path}: unreadable chip: {str(exc).splitlines()[0]}") from exc
+
+
+class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Labelled chips as normalised tensors, with optional augmentation.
+
+    Files are opened in ``__getitem__``, so the dataset pickles as a list of paths and any number
+    of DataLoader workers can read in parallel; nothing is held in memory between items.
+
+    Args:
+        samples: The chips.
+        meta: The model description: class list, band count, radiometry and normalisation.
+        bands: 1-based bands to read from each chip (None: all).
+        augment: Training augmentation, or None for evaluation.
+    """
+
+    def __init__(self, samples: Sequence[Sample], meta: ModelMeta, bands: Sequence[int] | None = None,
+                 augment: Augmenter | None = None) -> None:
+        self.samples = list(samples)
+        self.meta = meta
+        self.bands = list(bands) if bands else None
+        self.augment = augment
+        self.class_index = {name: i for i, name in enumerate(meta.classes)}
+        self.segment = meta.task == "segment"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def labels(self) -> np.ndarray:
+        return np.array([self.class_index[s.label] for s in self.samples], dtype=np.int64)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.samples[index]
+        raw = read_chip(str(sample.path), self.bands)
+        if raw.shape[0] != self.meta.in_chans:
+            raise DatasetError(f"{sample.path}: expected {self.meta.in_chans} bands, found {raw.shape[0]}")
+        size = self.meta.chip_size
+        if not self.segment and raw.shape[1:] != (size, size):
+            raise DatasetError(f"{sample.path}: expected a {size}x{size} chip, found {raw.shape[2]}x{raw.shape[1]}")
+        values = self.meta.to_model_units(raw)
+        mask = read_chip(str(sample.mask))[0].astype(np.uint8) if self.segment and sample.mask else None
+        if self.augment is not None:
+            values, mask = self.augment(values, mask)
+        image = torch.from_numpy(np.ascontiguousarray(self.meta.normalize(values), dtype=np.float32))
+        if self.segment:
+            if mask is None:
+                raise DatasetError(f"{sample.path}: segmentation chip without a mask")
+            return image, torch.from_numpy(mask.astype(np.int64))
+        return image, torch.tensor(self.class_index[sample.label], dtype=torch.int64)

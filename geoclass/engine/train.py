@@ -1,0 +1,515 @@
+"""The training loop: streaming chips, augmentation, AMP, checkpoints, early stopping, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from geoclass.data.chips import IGNORE_INDEX, ChipDataset, read_chip
+from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
+from geoclass.data.transforms import Augmenter, train_augmentation
+from geoclass.engine.device import Precision, select_device, select_precision
+from geoclass.engine.metrics import classification_summary, segmentation_summary
+from geoclass.errors import ConfigError, DatasetError, InputNotFoundError, Interrupted, OutputExistsError
+from geoclass.models.model_file import ModelMeta, save_model_file
+from geoclass.models.registry import architecture_task, create_model
+from geoclass.progress import ProgressCallback, Reporter
+
+CONFIG_JSON = "config.json"
+METRICS_CSV = "metrics.csv"
+LAST_CKPT = "checkpoints/last.ckpt"
+BEST_MODEL = "best.safetensors"
+LAST_MODEL = "last.safetensors"
+FINAL_MODEL = "model.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``RUN_DIR/config.json``."""
+
+    data: str
+    model: str
+    out_dir: str
+    val: str | None = None
+    split_csv: str | None = None
+    val_split_csv: str | None = None
+    val_fraction: float = 0.1
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    amp: str = "auto"
+    weights: str | None = None
+    pretrained: bool = False
+    label_smoothing: float = 0.1
+    class_weights: str = "auto"
+    patience: int = 10
+    augment: bool = True
+    augment_strength: str = "strong"
+    cutmix: float = 0.0
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    bands: list[int] | None = None
+    radiometry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    channels_last: bool = True
+    max_stat_chips: int = 2000
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.class_weights not in ("auto", "none"):
+            raise ConfigError(f"--class-weights must be auto or none, got {self.class_weights!r}")
+        if not 0 <= self.cutmix <= 1:
+            raise ConfigError(f"--cutmix is a probability in [0, 1], got {self.cutmix}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    model_path: Path
+    best_epoch: int
+    best_metrics: dict[str, float]
+    epochs_run: int
+    stopped_early: bool
+
+
+def train(config: TrainConfig, progress: ProgressCallback | None = None) -> TrainResult:
+    """Train a model as ``config`` says, writing everything into ``config.out_dir``.
+
+    Raises:
+        OutputExistsError: ``out_dir`` already holds a run and ``overwrite`` is off.
+        Interrupted: Ctrl-C; the last completed epoch is saved and can be resumed.
+    """
+    config.validate()
+    run_dir = Path(config.out_dir)
+    if (run_dir / CONFIG_JSON).exists():
+        if not config.overwrite:
+            raise OutputExistsError(f"{run_dir}: already holds a training run; continue it with "
+                                    f"--resume {run_dir}, or pass --overwrite to start again")
+        for name in (CONFIG_JSON, METRICS_CSV, BEST_MODEL, LAST_MODEL, FINAL_MODEL):
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return _Trainer(config, run_dir, progress).run(resume_state=None)
+
+
+def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs: int | None = None) -> TrainResult:
+    """Continue an interrupted run exactly where its last completed epoch ended.
+
+    Args:
+        run_dir: The run folder of the interrupted run.
+        epochs: A new total number of epochs (to extend a finished run).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_JSON).is_file() or not (run_dir / LAST_CKPT).is_file():
+        raise InputNotFoundError(f"{run_dir}: no training run to resume (expected {CONFIG_JSON} and {LAST_CKPT})")
+    config = TrainConfig(**json.loads((run_dir / CONFIG_JSON).read_text()))
+    if epochs is not None:
+        config.epochs = epochs
+    state = torch.load(run_dir / LAST_CKPT, map_location="cpu", weights_only=False)
+    return _Trainer(config, run_dir, progress).run(resume_state=state)
+
+
+def compute_band_statistics(samples: list[Sample], meta: ModelMeta, bands: list[int] | None, limit: int,
+                            seed: int) -> tuple[list[float], list[float], float]:
+    """Per-band mean and std in model units over (a sample of) the training chips, and the value range."""
+    rng = random.Random(seed)
+    chosen = samples if len(samples) <= limit else rng.sample(samples, limit)
+    total = total_sq = None
+    count = 0
+    high: list[np.ndarray] = []
+    for sample in chosen:
+        values = meta.to_model_units(read_chip(str(sample.path), bands)).astype(np.float64)
+        flat = values.reshape(values.shape[0], -1)
+        total = flat.sum(1) if total is None else total + flat.sum(1)
+        total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
+        count += flat.shape[1]
+        high.append(np.percentile(flat, 99.5, axis=1))
+    assert total is not None and total_sq is not None
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    value_range = 255.0 if meta.train_dtype == "uint8" else float(np.max(np.median(np.stack(high), axis=0)))
+    return mean.tolist(), np.maximum(std, 1e-6).tolist(), value_range
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, ChipDataset) and info.dataset.augment is not None:
+        info.dataset.augment.pipeline.set_random_seed(seed)
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, progress: ProgressCallback | None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.report = Reporter(progress)
+
+    # ----------------------------------------------------------------- data
+    def _sample_sets(self) -> tuple[SampleSet, list[Sample]]:
+        c = self.config
+        is_tiled = (Path(c.data) / "dataset.json").is_file()
+        train_set = load_samples(c.data, c.split_csv, split="train" if is_tiled and not c.split_csv else None)
+        if c.val is not None:
+            val_samples = load_samples(c.val, c.val_split_csv).samples
+        elif c.val_split_csv is not None:
+            val_samples = load_samples(c.data, c.val_split_csv).samples
+        elif is_tiled:
+            val_samples = load_samples(c.data, split="val").samples if _has_split(c.data, "val") else []
+        else:
+            val_samples = []
+        if not val_samples:
+            train, val_samples = holdout_split(train_set.samples, c.val_fraction, c.seed)
+            train_set.samples = train
+            self.report.info(f"no validation data given: holding out {len(val_samples)} chips ({c.val_fraction:.0%})")
+        if c.groups:
+            train_set = apply_groups(train_set, c.groups)
+            val_samples = apply_groups(SampleSet(train_set.root, val_samples, list(_original_classes(c, train_set))),
+                                       c.groups).samples
+        unknown = sorted({s.label for s in val_samples} - set(train_set.classes))
+        if unknown:
+            raise DatasetError(f"{c.val or c.val_split_csv or c.data}: validation labels {', '.join(unknown)} "
+                               f"are not training classes ({', '.join(train_set.classes)})")
+        return train_set, val_samples
+
+    def _meta(self, train_set: SampleSet) -> ModelMeta:
+        c = self.config
+        first = read_chip(str(train_set.samples[0].path), c.bands)
+        task = architecture_task(c.model)
+        if task == "segment" and train_set.task != "segment":
+            raise DatasetError(f"{c.data}: model {c.model} segments, but the dataset holds classification chips")
+        info = train_set.info
+        band_names = info.get("band_names") or (["red", "green", "blue"] if first.shape[0] == 3 else [])
+        meta = ModelMeta(
+            architecture=c.model, task=task, classes=list(train_set.classes), in_chans=int(first.shape[0]),
+            chip_size=int(first.shape[1]), mean=[0.0] * first.shape[0], std=[1.0] * first.shape[0],
+            arch_kwargs=dict(c.arch_kwargs), band_names=list(band_names), radiometry=dict(c.radiometry),
+            train_dtype=first.dtype.name, groups=dict(c.groups),
+        )
+        if info.get("colors") and not c.groups:
+            meta.colors = info["colors"]
+        meta.radiometry.pop(meta.train_dtype, None)  # training data is used as it is
+        mean, std, value_range = compute_band_statistics(train_set.samples, meta, c.bands, c.max_stat_chips, c.seed)
+        meta.mean, meta.std = mean, std
+        meta.training_data = {
+            "path": str(Path(c.data).resolve()), "fingerprint": train_set.fingerprint(),
+            "train_chips": len(train_set.samples), "class_counts": train_set.counts(), "value_range": value_range,
+        }
+        return meta
+
+    def _loaders(self, train_set: SampleSet, val_samples: list[Sample], meta: ModelMeta,
+                 precision: Precision) -> tuple[DataLoader[Any], DataLoader[Any], torch.Generator]:
+        c = self.config
+        augment = None
+        if c.augment:
+            augment = Augmenter(train_augmentation(c.augment_strength), meta.training_data["value_range"])
+        train_ds = ChipDataset(train_set.samples, meta, c.bands, augment)
+        val_ds = ChipDataset(val_samples, meta, c.bands, None)
+        generator = torch.Generator()
+        common: dict[str, Any] = {"num_workers": c.workers, "pin_memory": precision.device.type == "cuda",
+                                  "worker_init_fn": _seed_worker}
+        if c.workers > 0:
+            common.update(persistent_workers=True, prefetch_factor=4)
+        train_loader = DataLoader(train_ds, batch_size=c.batch_size, sampler=RandomSampler(train_ds, generator=generator),
+                                  drop_last=len(train_ds) > c.batch_size, generator=generator, **common)
+        val_loader = DataLoader(val_ds, batch_size=c.batch_size * 2, shuffle=False, **common)
+        return train_loader, val_loader, generator
+
+    # ------------------------------------------------------------- training
+    def run(self, resume_state: dict[str, Any] | None) -> TrainResult:
+        c = self.config
+        torch.manual_seed(c.seed)
+        random.seed(c.seed)
+        np.random.seed(c.seed)
+        device = select_device(c.device)
+        precision = select_precision(device, c.amp)
+        train_set, val_samples = self._sample_sets()
+        if resume_state is not None:
+            meta = ModelMeta.from_json(resume_state["meta"])
+        else:
+            meta = self._meta(train_set)
+        (self.run_dir / CONFIG_JSON).write_text(json.dumps(asdict(c), indent=2))
+        model = create_model(c.model, meta.num_classes, meta.in_chans, pretrained=c.pretrained, weights=c.weights,
+                             chip_size=meta.chip_size, **meta.arch_kwargs).to(device)
+        memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        train_loader, val_loader, generator = self._loaders(train_set, val_samples, meta, precision)
+        steps_per_epoch = max(len(train_loader), 1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _warmup_cosine(int(c.warmup_epochs * steps_per_epoch), c.epochs * steps_per_epoch))
+        scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
+        weight = self._class_weights(train_set, meta, device) if meta.task == "classify" else None
+        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=c.label_smoothing, ignore_index=IGNORE_INDEX)
+
+        start_epoch, best_score, best_epoch, bad_epochs = 1, -math.inf, 0, 0
+        best_metrics: dict[str, float] = {}
+        if resume_state is not None:
+            model.load_state_dict(resume_state["model"])
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scheduler.load_state_dict(resume_state["scheduler"])
+            scaler.load_state_dict(resume_state["scaler"])
+            start_epoch = resume_state["epoch"] + 1
+            best_score, best_epoch = resume_state["best_score"], resume_state["best_epoch"]
+            bad_epochs, best_metrics = resume_state["bad_epochs"], resume_state["best_metrics"]
+            _set_rng_state(resume_state["rng"])
+            self.report.info(f"resuming {self.run_dir} at epoch {start_epoch}")
+        else:
+            self._save_checkpoint(model, optimizer, scheduler, scaler, meta, 0, best_score, best_epoch, bad_epochs, {})
+        self.report.info(f"training {c.model} ({_count_parameters(model) / 1e6:.2f} M parameters) on "
+                         f"{len(train_set.samples)} chips, validating on {len(val_samples)}; device {device}, "
+                         f"precision {precision.label}")
+        writer = _tensorboard(self.run_dir)
+        stopped_early = False
+        epoch = start_epoch - 1
+        try:
+            for epoch in range(start_epoch, c.epochs + 1):
+                generator.manual_seed(c.seed * 1000 + epoch)
+                row = self._train_epoch(model, train_loader, optimizer, scheduler, scaler, criterion, precision, epoch,
+                                        memory_format, meta)
+                row.update(self._validate(model, val_loader, criterion, precision, memory_format, meta, epoch))
+                row["lr"] = optimizer.param_groups[0]["lr"]
+                score = row["val_miou"] if meta.task == "segment" else row["val_accuracy"]
+                improved = score > best_score
+                if improved:
+                    best_score, best_epoch, bad_epochs = score, epoch, 0
+                    best_metrics = {k: float(v) for k, v in row.items()}
+                else:
+                    bad_epochs += 1
+                self._write_metrics(row, writer)
+                self.report.metrics(f"epoch {epoch}/{c.epochs}", {**row, "best": improved})
+                meta.metrics = {"epoch": epoch, **{k: float(v) for k, v in row.items()}}
+                save_model_file(self.run_dir / "checkpoints" / f"epoch-{epoch:03d}.safetensors", model, meta)
+                save_model_file(self.run_dir / LAST_MODEL, model, meta)
+                if improved:
+                    save_model_file(self.run_dir / BEST_MODEL, model, meta)
+                self._save_checkpoint(model, optimizer, scheduler, scaler, meta, epoch, best_score, best_epoch,
+                                      bad_epochs, best_metrics)
+                if c.patience > 0 and bad_epochs >= c.patience:
+                    stopped_early = True
+                    self.report.info(f"early stop: no improvement for {c.patience} epochs (best epoch {best_epoch})")
+                    break
+        except KeyboardInterrupt:
+            raise Interrupted(f"training interrupted in epoch {epoch + 1}; epoch {epoch} is saved in {self.run_dir}; "
+                              f"continue with: geoclass train --resume {self.run_dir}") from None
+        finally:
+            if writer is not None:
+                writer.close()
+        shutil.copyfile(self.run_dir / BEST_MODEL, self.run_dir / FINAL_MODEL)
+        _plot_curves(self.run_dir / METRICS_CSV, self.run_dir / "curves.png")
+        return TrainResult(self.run_dir, self.run_dir / FINAL_MODEL, best_epoch, best_metrics, epoch, stopped_early)
+
+    def _train_epoch(self, model: nn.Module, loader: DataLoader[Any], optimizer: torch.optim.Optimizer,
+                     scheduler: Any, scaler: torch.amp.GradScaler, criterion: nn.Module, precision: Precision,
+                     epoch: int, memory_format: torch.memory_format, meta: ModelMeta) -> dict[str, float]:
+        model.train()
+        task = f"train {epoch}"
+        self.report.start(task, len(loader))
+        total_loss, seen, correct = 0.0, 0, 0
+        start = time.perf_counter()
+        for images, targets in loader:
+            images = images.to(precision.device, non_blocking=True).to(memory_format=memory_format)
+            targets = targets.to(precision.device, non_blocking=True)
+            mixed = meta.task == "classify" and self.config.cutmix > 0 and random.random() < self.config.cutmix
+            with precision.autocast():
+                if mixed:
+                    images, targets_b, lam = _cutmix(images, targets)
+                    logits = model(images)
+                    loss = lam * criterion(logits, targets) + (1 - lam) * criterion(logits, targets_b)
+                else:
+                    logits = model(images)
+                    loss = criterion(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += float(loss.detach()) * images.shape[0]
+            seen += images.shape[0]
+            if meta.task == "classify":
+                correct += int((logits.detach().argmax(1) == targets).sum())
+            self.report.advance(task)
+        self.report.end(task)
+        elapsed = time.perf_counter() - start
+        row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_images_per_s": seen / max(elapsed, 1e-9),
+               "epoch_seconds": elapsed}
+        if meta.task == "classify":
+            row["train_accuracy"] = correct / max(seen, 1)
+        return row
+
+    def _validate(self, model: nn.Module, loader: DataLoader[Any], criterion: nn.Module, precision: Precision,
+                  memory_format: torch.memory_format, meta: ModelMeta, epoch: int) -> dict[str, float]:
+        model.eval()
+        losses, preds, truths = 0.0, [], []
+        seen = 0
+        task = f"val {epoch}"
+        self.report.start(task, len(loader))
+        with torch.inference_mode():
+            for images, targets in loader:
+                images = images.to(precision.device).to(memory_format=memory_format)
+                targets = targets.to(precision.device)
+                with precision.autocast():
+                    logits = model(images)
+                    losses += float(criterion(logits.float(), targets)) * images.shape[0]
+                seen += images.shape[0]
+                preds.append(logits.argmax(1).cpu().numpy())
+                truths.append(targets.cpu().numpy())
+                self.report.advance(task)
+        self.report.end(task)
+        y_pred, y_true = np.concatenate(preds), np.concatenate(truths)
+        if meta.task == "segment":
+            summary = segmentation_summary(y_true, y_pred, meta.num_classes, IGNORE_INDEX)
+            return {"val_loss": losses / max(seen, 1), "val_accuracy": summary["pixel_accuracy"],
+                    "val_miou": summary["mean_iou"]}
+        summary = classification_summary(y_true, y_pred, meta.num_classes)
+        return {"val_loss": losses / max(seen, 1), "val_accuracy": summary["accuracy"], "val_macro_f1": summary["macro_f1"]}
+
+    # ---------------------------------------------------------- bookkeeping
+    def _class_weights(self, train_set: SampleSet, meta: ModelMeta, device: torch.device) -> torch.Tensor | None:
+        if self.config.class_weights == "none":
+            return None
+        counts = np.array([train_set.counts().get(name, 0) for name in meta.classes], dtype=np.float64)
+        weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+        return torch.tensor(weights, dtype=torch.float32, device=device)
+
+    def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                         scaler: torch.amp.GradScaler, meta: ModelMeta, epoch: int, best_score: float, best_epoch: int,
+                         bad_epochs: int, best_metrics: dict[str, float]) -> None:
+        path = self.run_dir / LAST_CKPT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs, "best_metrics": best_metrics, "meta": meta.to_json(), "rng": _get_rng_state(),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+
+    def _write_metrics(self, row: dict[str, float], writer: Any) -> None:
+        path = self.run_dir / METRICS_CSV
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                out.writeheader()
+            out.writerow(row)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, int(row["epoch"]))
+
+
+def _has_split(root: str, split: str) -> bool:
+    with (Path(root) / "chips.csv").open(newline="") as handle:
+        return any(row.get("split") == split for row in csv.DictReader(handle))
+
+
+def _original_classes(config: TrainConfig, grouped: SampleSet) -> list[str]:
+    return load_samples(config.data, config.split_csv).classes if not grouped.info else list(grouped.info["classes"])
+
+
+def _warmup_cosine(warmup_steps: int, total_steps: int) -> Any:
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _cutmix(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    lam = float(np.random.beta(1.0, 1.0))
+    perm = torch.randperm(images.shape[0], device=images.device)
+    h, w = images.shape[-2:]
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = np.random.randint(h), np.random.randint(w)
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    images = images.clone()
+    images[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    return images, targets[perm], lam
+
+
+def _count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _get_rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _plot_curves(metrics_csv: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with metrics_csv.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    epochs = [int(float(r["epoch"])) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [float(r["train_loss"]) for r in rows], label="train")
+    ax_loss.plot(epochs, [float(r["val_loss"]) for r in rows], label="val")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    if "train_accuracy" in rows[0]:
+        ax_acc.plot(epochs, [float(r["train_accuracy"]) for r in rows], label="train")
+    ax_acc.plot(epochs, [float(r["val_accuracy"]) for r in rows], label="val")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
