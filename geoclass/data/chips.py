@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
 import torch
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from geoclass.data.samples import Sample
 from geoclass.data.transforms import Augmenter
@@ -22,7 +22,9 @@ IGNORE_INDEX = 255
 def read_chip(path: str, bands: Sequence[int] | None = None) -> np.ndarray:
     """Read a chip file as (bands, h, w) in its own dtype, naming the file on failure."""
     try:
-        with warnings.catch_warnings():
+        # Chip folders hold thousands of files: stop GDAL from listing the folder to look for
+        # sidecar files on every open (that listing made each 64x64 read ~15 ms).
+        with warnings.catch_warnings(), rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
                 if bands is not None and max(bands) > src.count:
@@ -30,6 +32,26 @@ def read_chip(path: str, bands: Sequence[int] | None = None) -> np.ndarray:
                 return src.read(list(bands) if bands is not None else None)
     except RasterioIOError as exc:
         raise DatasetError(f"{path}: unreadable chip: {str(exc).splitlines()[0]}") from exc
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Shuffles indices and pairs each with an augmentation seed, both drawn from ``generator``.
+
+    Reseed the generator at the start of every epoch (``generator.manual_seed(...)``) and the
+    epoch's order and augmentations depend only on that seed.
+    """
+
+    def __init__(self, length: int, generator: torch.Generator) -> None:
+        self.length = length
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.length, generator=self.generator).tolist()
+        seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=self.generator).tolist()
+        return iter(zip(order, seeds))
 
 
 class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -60,7 +82,13 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def labels(self) -> np.ndarray:
         return np.array([self.class_index[s.label] for s in self.samples], dtype=np.int64)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(index, tuple):
+            # (index, seed) from SeededSampler: the augmentation of every chip is fixed by the
+            # run's seed and epoch, whichever worker reads it, so a resumed run repeats it exactly.
+            index, seed = index
+            if self.augment is not None:
+                self.augment.pipeline.set_random_seed(seed)
         sample = self.samples[index]
         raw = read_chip(str(sample.path), self.bands)
         if raw.shape[0] != self.meta.in_chans:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
-from geoclass.data.chips import IGNORE_INDEX, ChipDataset, read_chip
+from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, read_chip
 from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
 from geoclass.data.transforms import Augmenter, train_augmentation
 from geoclass.engine.device import Precision, select_device, select_precision
@@ -163,9 +163,6 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    if info is not None and isinstance(info.dataset, ChipDataset) and info.dataset.augment is not None:
-        info.dataset.augment.pipeline.set_random_seed(seed)
 
 
 class _Trainer:
@@ -239,7 +236,7 @@ class _Trainer:
                                   "worker_init_fn": _seed_worker}
         if c.workers > 0:
             common.update(persistent_workers=True, prefetch_factor=4)
-        train_loader = DataLoader(train_ds, batch_size=c.batch_size, sampler=RandomSampler(train_ds, generator=generator),
+        train_loader = DataLoader(train_ds, batch_size=c.batch_size, sampler=SeededSampler(len(train_ds), generator),
                                   drop_last=len(train_ds) > c.batch_size, generator=generator, **common)
         val_loader = DataLoader(val_ds, batch_size=c.batch_size * 2, shuffle=False, **common)
         return train_loader, val_loader, generator
@@ -332,7 +329,7 @@ class _Trainer:
                      scheduler: Any, scaler: torch.amp.GradScaler, criterion: nn.Module, precision: Precision,
                      epoch: int, memory_format: torch.memory_format, meta: ModelMeta) -> dict[str, float]:
         model.train()
-        task = f"train {epoch}"
+        task = "train"
         self.report.start(task, len(loader))
         total_loss, seen, correct = 0.0, 0, 0
         start = time.perf_counter()
@@ -371,7 +368,7 @@ class _Trainer:
         model.eval()
         losses, preds, truths = 0.0, [], []
         seen = 0
-        task = f"val {epoch}"
+        task = "val"
         self.report.start(task, len(loader))
         with torch.inference_mode():
             for images, targets in loader:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,11 @@ def create_timm_classifier(name: str, num_classes: int, in_chans: int, chip_size
         raise ModelError(f"unknown timm model {name!r}{hint}")
     kwargs = timm_kwargs(name, chip_size, pretrained, pretrained_file)
     kwargs.update(extra)
-    if pretrained and pretrained_file is None:
-        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "5")
+    if pretrained and pretrained_file is None and not _offline_mode() and not hub_reachable():
+        raise ModelError(
+            f"cannot download pretrained weights for {name}: huggingface.co is not reachable; "
+            "pass a local weights file with --weights FILE (set HF_HUB_OFFLINE=1 to use a local hub cache)"
+        )
     try:
         return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -67,6 +70,22 @@ def create_timm_classifier(name: str, num_classes: int, in_chans: int, chip_size
                 "pass a local weights file with --weights FILE (and set HF_HUB_OFFLINE=1)"
             ) from exc
         raise ModelError(f"cannot build timm model {name}: {_first_line(exc)}") from exc
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+
+    Without this check a download on a machine with no network retries for most of a minute.
+    """
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_mode() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def _first_line(exc: BaseException) -> str:

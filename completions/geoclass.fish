@@ -1,0 +1,1 @@
+complete --command geoclass --no-files --arguments "(env _GEOCLASS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) geoclass)" --condition "env _GEOCLASS_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) geoclass"

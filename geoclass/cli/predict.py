@@ -1,0 +1,224 @@
+"""``geoclass predict``: classify a scene into a land-cover map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from geoclass.cli.options import (
+    PANEL_OUTPUT,
+    AmpOpt,
+    BandsOpt,
+    BatchSizeOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    WorkersOpt,
+    check_exclusive,
+    output_option,
+)
+from geoclass.cli.render import cli_state, make_console, make_progress_callback, print_json
+
+if TYPE_CHECKING:
+    from geoclass.engine.predict import PredictResult
+
+PANEL_WINDOWS = "Windows"
+PANEL_VECTOR = "Vector output"
+
+
+def _output_file(
+    flag: str, metavar: str, help_text: str, panel: str = PANEL_OUTPUT
+) -> typer.models.OptionInfo:
+    return typer.Option(
+        flag, metavar=metavar, help=help_text, rich_help_panel=panel, show_default=False
+    )
+
+
+def predict(
+    ctx: typer.Context,
+    scenes: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SCENE",
+            help="The scene: one multi-band raster, or single-band rasters stacked in the order "
+            "given (any GDAL-readable path: GeoTIFF, JP2, VRT, /vsicurl/ URL). Any size: it is "
+            "read window by window.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        output_option(
+            "The class map: a GeoTIFF with the scene's grid, CRS and class names.", "MAP.tif"
+        ),
+    ],
+    model: ModelOpt = None,
+    bands: BandsOpt = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            "--stride",
+            min=1,
+            metavar="PX",
+            help="Step between model windows in pixels. Default: from --overlap.",
+            rich_help_panel=PANEL_WINDOWS,
+            show_default=False,
+        ),
+    ] = None,
+    overlap: Annotated[
+        float | None,
+        typer.Option(
+            "--overlap",
+            min=0.0,
+            max=0.9,
+            metavar="FRACTION",
+            help="Overlap between neighbouring windows; overlapping scores are blended, which "
+            "removes seams. Default: 0.5 for chip classifiers, 0.25 for segmentation models.",
+            rich_help_panel=PANEL_WINDOWS,
+            show_default=False,
+        ),
+    ] = None,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Test-time augmentation: average over two flips and a rotation (about 4x slower).",
+            rich_help_panel=PANEL_WINDOWS,
+        ),
+    ] = False,
+    probabilities: Annotated[
+        Path | None,
+        _output_file(
+            "--probabilities",
+            "PROBS.tif",
+            "Also write per-class probabilities (one band per class).",
+        ),
+    ] = None,
+    confidence: Annotated[
+        bool,
+        typer.Option(
+            "--confidence",
+            help="Also write each pixel's confidence (the winning class's probability, in "
+            "percent) to MAP.confidence.tif, beside MAP.",
+            rich_help_panel=PANEL_OUTPUT,
+        ),
+    ] = False,
+    preview: Annotated[
+        Path | None,
+        _output_file(
+            "--preview",
+            "PREVIEW.png",
+            "Also write a small coloured preview of the map with a legend.",
+        ),
+    ] = None,
+    cog: Annotated[
+        bool,
+        typer.Option(
+            "--cog",
+            help="Write MAP (and PROBS, confidence) as Cloud-Optimized GeoTIFFs, with overviews.",
+            rich_help_panel=PANEL_OUTPUT,
+        ),
+    ] = False,
+    vector: Annotated[
+        Path | None,
+        _output_file(
+            "--vector",
+            "OUT.gpkg",
+            "Also write the map as polygons with a class attribute (.gpkg, .geojson or .shp).",
+            PANEL_VECTOR,
+        ),
+    ] = None,
+    min_area: Annotated[
+        float | None,
+        typer.Option(
+            "--min-area",
+            min=0.0,
+            metavar="M2",
+            help="Drop polygons smaller than this area in square metres.",
+            rich_help_panel=PANEL_VECTOR,
+            show_default=False,
+        ),
+    ] = None,
+    simplify: Annotated[
+        float | None,
+        typer.Option(
+            "--simplify",
+            min=0.0,
+            metavar="TOL",
+            help="Simplify polygon outlines with this tolerance, in the map's CRS units.",
+            rich_help_panel=PANEL_VECTOR,
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: BatchSizeOpt = 64,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    amp: AmpOpt = "auto",
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Classify a scene of any size into a land-cover map.
+
+    The map keeps the scene's grid and CRS; the other outputs are optional.
+    Without -m, the model shipped with geoclass is used.
+    """
+    check_exclusive(stride=stride, overlap=overlap)
+    check_exclusive(overwrite=overwrite, resume=resume)
+    if vector is None:
+        for flag, value in (("--min-area", min_area), ("--simplify", simplify)):
+            if value is not None:
+                raise typer.BadParameter("only applies with --vector", param_hint=f"'{flag}'")
+    from geoclass.engine.predict import PredictConfig
+    from geoclass.engine.predict import predict as run_predict
+
+    config = PredictConfig(
+        scenes=scenes,
+        output=output,
+        model=model,
+        bands=bands,
+        stride=stride,
+        overlap=overlap,
+        tta=tta,
+        probabilities=probabilities,
+        confidence=confidence,
+        preview=preview,
+        cog=cog,
+        vector=vector,
+        min_area=min_area,
+        simplify=simplify,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        amp=amp,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    callback, live = make_progress_callback(cli_state(ctx).quiet)
+    with live:
+        result = run_predict(config, progress=callback)
+    if json_output:
+        print_json(result)
+    else:
+        make_console(stderr=False).print(summary_line(result), soft_wrap=True, markup=False)
+
+
+def summary_line(result: PredictResult) -> str:
+    """One line for the terminal: what was written, the main classes and the speed."""
+    total = max(result.valid_pixels, 1)
+    shares = sorted(result.class_pixels.items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{name} {100 * n / total:.0f}%" for name, n in shares[:4] if n)
+    if len(shares) > 4 and any(n for _, n in shares[4:]):
+        top += ", ..."
+    outputs = (result.probabilities, result.confidence, result.vector, result.preview)
+    extras = [p for p in outputs if p]
+    also = f"; also {', '.join(str(p) for p in extras)}" if extras else ""
+    resumed = f", resumed at row {result.resumed_from_row}" if result.resumed_from_row else ""
+    return (
+        f"{result.output}: {result.width}x{result.height} px, {top or 'no valid pixels'} "
+        f"({result.seconds:.1f}s, {result.megapixels_per_second:.2f} MP/s{resumed}){also}"
+    )

@@ -1,0 +1,298 @@
+"""``geoclass train``: train a model on a chip dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from geoclass.cli.options import (
+    PANEL_INPUT,
+    PANEL_MODEL,
+    PANEL_OUTPUT,
+    PANEL_RUNTIME,
+    PANEL_TRAINING,
+    AmpOpt,
+    BatchSizeOpt,
+    DeviceOpt,
+    GroupOpt,
+    JsonOpt,
+    OverwriteOpt,
+    SeedOpt,
+    WorkersOpt,
+    parse_groups,
+)
+
+
+def _path_option(flag: str, metavar: str, help_text: str, panel: str) -> typer.models.OptionInfo:
+    return typer.Option(
+        flag, metavar=metavar, help=help_text, rich_help_panel=panel, show_default=False
+    )
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATA",
+            help="Training data: chips written by 'geoclass tile', or a folder with one "
+            "sub-folder of images per class (e.g. EuroSAT).",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="NAME",
+            help="Architecture: cnn, cnn-wide, compact, hybrid, resnet18, resnet50, "
+            "efficientnet_b3 (classifiers), fcn, fpn, swin-fpn (segmenters), or timm:NAME for "
+            "any timm model. Required unless --resume.",
+            rich_help_panel=PANEL_MODEL,
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            metavar="RUN_DIR",
+            help="Run folder for checkpoints, the log and the final model. "
+            "Required unless --resume.",
+            rich_help_panel=PANEL_OUTPUT,
+            show_default=False,
+        ),
+    ] = None,
+    val: Annotated[
+        Path | None,
+        _path_option(
+            "--val", "DATA", "Separate validation data (same layout as DATA).", PANEL_INPUT
+        ),
+    ] = None,
+    split: Annotated[
+        Path | None,
+        _path_option(
+            "--split",
+            "CSV",
+            "Train only on the files listed in CSV (columns path,label; paths relative to DATA).",
+            PANEL_INPUT,
+        ),
+    ] = None,
+    val_split: Annotated[
+        Path | None,
+        _path_option(
+            "--val-split", "CSV", "Validate on the files of DATA listed in CSV.", PANEL_INPUT
+        ),
+    ] = None,
+    groups: GroupOpt = None,
+    radiometry: Annotated[
+        Path | None,
+        _path_option(
+            "--radiometry",
+            "FILE",
+            "JSON mapping raw values of other data types to the training data's units, e.g. "
+            '{"uint16": {"scale": [...], "offset": [...], "clip_min": 0, "clip_max": 255}} so that '
+            "predict on uint16 Sentinel-2 scenes feeds a model trained on 8-bit chips what it saw "
+            "(see examples/default_model/fit_radiometry.py). Stored in the model file.",
+            PANEL_INPUT,
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            min=0.0,
+            max=0.5,
+            metavar="F",
+            help="Without --val/--val-split (and no val split in a tiled dataset): hold out "
+            "this stratified random fraction of DATA for validation.",
+            rich_help_panel=PANEL_INPUT,
+        ),
+    ] = 0.1,
+    weights: Annotated[
+        Path | None,
+        _path_option(
+            "--weights",
+            "FILE",
+            "Start from these weights (.safetensors or .pth, e.g. downloaded ImageNet weights); "
+            "the first layer is adapted to the band count and the head to the classes.",
+            PANEL_MODEL,
+        ),
+    ] = None,
+    pretrained: Annotated[
+        bool,
+        typer.Option(
+            "--pretrained",
+            help="Start from timm's published pretrained weights (downloads them once).",
+            rich_help_panel=PANEL_MODEL,
+        ),
+    ] = False,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs",
+            min=1,
+            metavar="N",
+            help="Epochs to train (default 20). With --resume: a new total, to extend a run.",
+            rich_help_panel=PANEL_TRAINING,
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: BatchSizeOpt = 64,
+    lr: Annotated[
+        float,
+        typer.Option(
+            "--lr",
+            min=0.0,
+            metavar="LR",
+            help="Peak learning rate (AdamW).",
+            rich_help_panel=PANEL_TRAINING,
+        ),
+    ] = 1e-3,
+    weight_decay: Annotated[
+        float,
+        typer.Option(
+            "--weight-decay",
+            min=0.0,
+            metavar="WD",
+            help="AdamW weight decay.",
+            rich_help_panel=PANEL_TRAINING,
+        ),
+    ] = 0.05,
+    label_smoothing: Annotated[
+        float,
+        typer.Option(
+            "--label-smoothing",
+            min=0.0,
+            max=0.5,
+            metavar="EPS",
+            help="Label smoothing of the cross-entropy loss.",
+            rich_help_panel=PANEL_TRAINING,
+        ),
+    ] = 0.1,
+    class_weights: Annotated[
+        Literal["auto", "none"],
+        typer.Option(
+            "--class-weights",
+            help="auto: weight the loss by inverse class frequency; none: unweighted.",
+            rich_help_panel=PANEL_TRAINING,
+        ),
+    ] = "auto",
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            "--patience",
+            min=1,
+            metavar="N",
+            help="Stop early after N epochs without validation improvement. Default: never.",
+            rich_help_panel=PANEL_TRAINING,
+            show_default=False,
+        ),
+    ] = None,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            "--augment/--no-augment",
+            help="Flips, 90-degree rotations and mild radiometric jitter on training chips.",
+            rich_help_panel=PANEL_TRAINING,
+        ),
+    ] = True,
+    cutmix: Annotated[
+        bool,
+        typer.Option(
+            "--cutmix", help="Also mix chips with CutMix.", rich_help_panel=PANEL_TRAINING
+        ),
+    ] = False,
+    amp: AmpOpt = "auto",
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_DIR",
+            help="Continue an interrupted run from its last checkpoint, with its settings.",
+            rich_help_panel=PANEL_RUNTIME,
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Train a land-cover model on chips.
+
+    Saves a checkpoint every epoch; --resume RUN_DIR continues from the last one.
+    The best model (by validation accuracy) is RUN_DIR/model.safetensors.
+    """
+    from geoclass.cli.render import cli_state, make_progress_callback, print_json
+    from geoclass.engine import train as engine
+
+    callback, live = make_progress_callback(cli_state(ctx).quiet)
+    if resume is not None:
+        with live:
+            result = engine.resume(resume, progress=callback, epochs=epochs)
+    else:
+        for flag, value in (("--model", model), ("--output", output)):
+            if value is None:
+                raise typer.BadParameter(
+                    "missing (required unless --resume RUN_DIR)", param_hint=f"'{flag}'"
+                )
+        assert model is not None and output is not None
+        config = engine.TrainConfig(
+            data=str(data), model=model, out_dir=str(output), val=_str(val), split_csv=_str(split),
+            val_split_csv=_str(val_split), val_fraction=val_fraction, epochs=epochs or 20,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, amp=amp,
+            weights=_str(weights), pretrained=pretrained, label_smoothing=label_smoothing,
+            class_weights=class_weights, patience=patience or 0, augment=augment,
+            cutmix=0.5 if cutmix else 0.0, workers=default_workers() if workers is None else workers,
+            seed=seed, device=device, groups=parse_groups(groups),
+            radiometry=load_radiometry(radiometry), overwrite=overwrite,
+        )
+        with live:
+            result = engine.train(config, progress=callback)
+    summary = {
+        "run_dir": str(result.run_dir), "model": str(result.model_path), "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "best_metrics": result.best_metrics,
+    }
+    if json_output:
+        print_json(summary)
+    else:
+        accuracy = result.best_metrics.get("val_accuracy", float("nan"))
+        typer.echo(f"model: {result.model_path} (best epoch {result.best_epoch}, val accuracy {accuracy:.4f})")
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def default_workers() -> int:
+    """Loader processes: leave the main process a core for the model."""
+    import os
+
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def load_radiometry(path: Path | None) -> dict[str, dict[str, object]]:
+    """Read a --radiometry JSON file ({dtype: {scale, offset, clip_min, clip_max}})."""
+    if path is None:
+        return {}
+    import json
+
+    from geoclass.errors import ConfigError, InputNotFoundError
+
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: radiometry file not found")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(v, dict) and {"scale", "offset"} <= set(v) for v in data.values()
+    ):
+        raise ConfigError(f"{path}: expected {{dtype: {{scale: [...], offset: [...]}}}}, found {str(data)[:80]}")
+    return data

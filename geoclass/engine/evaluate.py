@@ -1,0 +1,196 @@
+"""Evaluation of a model file on labelled chips: metrics, JSON report, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from geoclass.data.chips import IGNORE_INDEX, ChipDataset
+from geoclass.data.samples import Sample, group_mapping, is_chip_dataset, load_samples
+from geoclass.engine.device import select_device, select_precision
+from geoclass.engine.metrics import classification_report, segmentation_summary
+from geoclass.errors import ConfigError, DatasetError
+from geoclass.models.model_file import ModelMeta, load_model_file, resolve_model_path
+from geoclass.progress import ProgressCallback, Reporter
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and where to put the results.
+
+    Attributes:
+        data: A chip dataset or a folder of class sub-folders.
+        model: A model file; None means the model shipped with geoclass.
+        split_csv: CSV with ``path,label`` rows selecting the chips to evaluate.
+        split: For chip datasets: which split (default ``val`` when there is one, else all chips).
+        groups: Evaluate grouped classes, e.g. ``{"agri": ["AnnualCrop", "Pasture"]}``; the
+            model's class probabilities are summed per group and the rest form ``other``.
+        report: Write the JSON report here.
+        plots: Write confusion-matrix and ROC PNGs into this folder.
+    """
+
+    data: str
+    model: str | None = None
+    split_csv: str | None = None
+    split: str | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    batch_size: int = 128
+    workers: int = 2
+    device: str = "auto"
+    amp: str = "auto"
+    report: str | None = None
+    plots: str | None = None
+
+
+def evaluate(config: EvalConfig, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Run the model over the labelled chips and compute the metrics.
+
+    Returns:
+        The report: overall accuracy, per-class precision/recall/F1, macro and weighted F1,
+        Cohen's kappa, ROC-AUC and the confusion matrix (IoU metrics for segmenters).
+
+    Raises:
+        DatasetError: Labels the model does not know, or unreadable chips (named).
+    """
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
+    report_to = Reporter(progress)
+    model_path = resolve_model_path(config.model)
+    device = select_device(config.device)
+    precision = select_precision(device, config.amp)
+    model, meta = load_model_file(model_path, device)
+    split = config.split
+    if split is None and config.split_csv is None and is_chip_dataset(Path(config.data)):
+        split = "val" if _chip_dataset_has(Path(config.data), "val") else None
+    sample_set = load_samples(config.data, config.split_csv, split=split)
+    samples = _labels_for_model(sample_set.samples, sample_set.classes, meta, config.data)
+    dataset = ChipDataset(samples, meta)
+    loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers, shuffle=False,
+                        persistent_workers=False)
+    report_to.info(f"evaluating {model_path.name} on {len(samples)} chips of {config.data}")
+    report_to.start("eval", len(loader))
+    scores: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for images, targets in loader:
+            images = images.to(device).to(memory_format=torch.channels_last)
+            with precision.autocast():
+                logits = model(images)
+            scores.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            truths.append(targets.numpy())
+            report_to.advance("eval")
+    report_to.end("eval")
+    elapsed = time.perf_counter() - start
+    y_true = np.concatenate(truths)
+    probabilities = np.concatenate(scores)
+    if meta.task == "segment":
+        result: dict[str, Any] = segmentation_summary(y_true, probabilities.argmax(1), meta.num_classes, IGNORE_INDEX)
+        result["classes"] = list(meta.classes)
+    else:
+        classes = list(meta.classes)
+        if config.groups:
+            y_true, probabilities, classes = _group(y_true, probabilities, classes, config.groups, config.data)
+        result = classification_report(y_true, probabilities, classes)
+    result.update({
+        "model": str(model_path), "data": str(config.data), "split": split or config.split_csv or "all",
+        "task": meta.task, "seconds": round(elapsed, 3), "chips_per_second": round(len(samples) / max(elapsed, 1e-9), 1),
+    })
+    if config.report:
+        _write_json_atomic(Path(config.report), result)
+    if config.plots and meta.task == "classify":
+        result["plots"] = write_plots(Path(config.plots), y_true, probabilities, result["classes"])
+    return result
+
+
+def _labels_for_model(samples: list[Sample], data_classes: list[str], meta: ModelMeta, where: str) -> list[Sample]:
+    """Map the data's labels into the model's classes (through the model's groups if it has any)."""
+    if meta.groups:
+        mapping = group_mapping(data_classes, meta.groups, where)
+        samples = [Sample(s.path, mapping[s.label], s.mask) for s in samples]
+    if meta.task == "segment":
+        return samples
+    unknown = sorted({s.label for s in samples} - set(meta.classes))
+    if unknown:
+        raise DatasetError(f"{where}: labels {', '.join(unknown)} are not classes of the model "
+                           f"(model: {', '.join(meta.classes)}; data: {', '.join(data_classes)})")
+    return samples
+
+
+def _group(y_true: np.ndarray, probabilities: np.ndarray, classes: list[str], groups: dict[str, list[str]],
+           where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    mapping = group_mapping(classes, groups, where)
+    names = list(groups) + (["other"] if "other" in mapping.values() else [])
+    index = np.array([names.index(mapping[c]) for c in classes])
+    grouped = np.zeros((probabilities.shape[0], len(names)), dtype=np.float64)
+    for k in range(len(names)):
+        grouped[:, k] = probabilities[:, index == k].sum(1)
+    return index[y_true], grouped, names
+
+
+def _chip_dataset_has(root: Path, split: str) -> bool:
+    import csv
+
+    with (root / "chips.csv").open(newline="") as handle:
+        return any(row.get("split") == split for row in csv.DictReader(handle))
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def write_plots(folder: Path, y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> list[str]:
+    """Confusion matrix (row-normalised) and one-vs-rest ROC curves as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix, roc_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = list(range(len(classes)))
+    matrix = confusion_matrix(y_true, probabilities.argmax(1), labels=labels).astype(np.float64)
+    normalised = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    size = max(5.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(labels, classes, rotation=45, ha="right")
+    ax.set_yticks(labels, classes)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
+    for i in labels:
+        for j in labels:
+            if matrix[i, j]:
+                ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center",
+                        color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
+    fig.tight_layout()
+    confusion_png = folder / "confusion_matrix.png"
+    fig.savefig(confusion_png, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for k, name in enumerate(classes):
+        positives = y_true == k
+        if positives.any() and (~positives).any():
+            fpr, tpr, _ = roc_curve(positives, probabilities[:, k])
+            ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (one vs rest)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    roc_png = folder / "roc_curves.png"
+    fig.savefig(roc_png, dpi=110)
+    plt.close(fig)
+    return [str(confusion_png), str(roc_png)]

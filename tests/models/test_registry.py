@@ -1,0 +1,72 @@
+"""The model registry and pretrained-weight handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from geoclass.errors import InputNotFoundError, ModelError
+from geoclass.models.registry import architecture_task, create_model, list_models
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn-wide", "compact", "hybrid", "resnet18"])
+@pytest.mark.parametrize("in_chans", [3, 13])
+def test_classifiers_give_one_score_per_class(name: str, in_chans: int) -> None:
+    model = create_model(name, num_classes=7, in_chans=in_chans, chip_size=64).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, in_chans, 64, 64))
+    assert out.shape == (2, 7)
+    assert architecture_task(name) == "classify"
+
+
+def test_hybrid_runs_on_other_chip_sizes() -> None:
+    model = create_model("hybrid", num_classes=4, in_chans=3, chip_size=64).eval()
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 96, 96)).shape == (1, 4)
+
+
+def test_segmenters_keep_the_input_size() -> None:
+    for name, size in (("fcn", 37), ("fpn", 64)):
+        model = create_model(name, num_classes=5, in_chans=4, chip_size=size).eval()
+        with torch.inference_mode():
+            assert model(torch.randn(1, 4, size, size)).shape == (1, 5, size, size)
+        assert architecture_task(name) == "segment"
+
+
+def test_any_timm_model_by_prefix() -> None:
+    model = create_model("timm:mobilenetv3_small_050", num_classes=3, in_chans=5)
+    assert model(torch.randn(1, 5, 64, 64)).shape == (1, 3)
+
+
+def test_unknown_name_suggests_close_ones() -> None:
+    with pytest.raises(ModelError, match="did you mean hybrid"):
+        create_model("hybird", num_classes=3)
+    with pytest.raises(ModelError, match="unknown timm model"):
+        create_model("timm:not_a_model_xyz", num_classes=3)
+    assert "compact" in list_models()
+
+
+def test_pretrained_without_network_fails_fast_and_points_to_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on a machine without network: the hub does not answer.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("geoclass.models.timm_models.hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(ModelError, match="--weights"):
+        create_model("resnet18", num_classes=3, pretrained=True)
+
+
+def test_local_weights_are_adapted_to_bands_and_classes(tmp_path) -> None:
+    source = create_model("resnet18", num_classes=1000, in_chans=3)
+    weights = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    model = create_model("resnet18", num_classes=4, in_chans=6, weights=str(weights))
+    assert model(torch.randn(1, 6, 64, 64)).shape == (1, 4)
+    # Weights past the stem are the loaded ones, not a fresh initialisation.
+    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+
+
+def test_missing_weights_file_is_named(tmp_path) -> None:
+    with pytest.raises(InputNotFoundError, match="nope.safetensors"):
+        create_model("resnet18", num_classes=4, weights=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ModelError, match="no published pretrained weights"):
+        create_model("compact", num_classes=4, pretrained=True)
