@@ -119,9 +119,14 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(args: argparse.Namespace) -> None:
-    import resource
+def _peak_rss_mb() -> float:
+    """VmHWM: unlike ``ru_maxrss`` it does not carry the parent's RSS over fork + exec."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
 
+
+def child(args: argparse.Namespace) -> None:
     import torch
 
     from geoclass.engine.device import select_device, select_precision
@@ -194,7 +199,7 @@ def child(args: argparse.Namespace) -> None:
         stride = None
     t_predict = state["t1"] - state["t0"]
     stop.set()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     if stride is None:
         from geoclass.engine.predict import DEFAULT_OVERLAP
 
@@ -229,6 +234,11 @@ def child(args: argparse.Namespace) -> None:
                 "ratio": t_forward / t_predict,
                 "torch_threads": torch.get_num_threads(),
                 "rss_before_predict_mb": rss_before,
+                "rss_timeline_mb": [
+                    [round(ts - state["t0"], 1), round(mb)]
+                    for ts, mb in samples[:: max(1, len(samples) // 12)]
+                    if state["t0"] is not None and ts >= state["t0"]
+                ],
             }
         )
     )

@@ -95,7 +95,8 @@ def predict(
         _output_file(
             "--probabilities",
             "PROBS.tif",
-            "Also write per-class probabilities (one band per class).",
+            "Also write per-class probabilities: one uint8 band per class, value / 250 "
+            "(the band's GDAL scale) is the probability.",
         ),
     ] = None,
     confidence: Annotated[
@@ -138,7 +139,8 @@ def predict(
             "--min-area",
             min=0.0,
             metavar="M2",
-            help="Drop polygons smaller than this area in square metres.",
+            help="Drop polygons smaller than this area, in the map's CRS units squared "
+            "(square metres for a projected CRS).",
             rich_help_panel=PANEL_VECTOR,
             show_default=False,
         ),

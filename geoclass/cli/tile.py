@@ -20,7 +20,12 @@ from geoclass.cli.options import (
     check_exclusive,
     output_option,
 )
-from geoclass.cli.render import cli_state, make_console, make_progress_callback, print_json
+from geoclass.cli.render import (
+    cli_state,
+    make_console,
+    make_progress_callback,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from geoclass.data.tiling import TileResult

@@ -116,8 +116,8 @@ class TileConfig:
             with fill but no declared nodata, e.g. Landsat's zero fill).
         compress_level: DEFLATE level of the chips, 1 (fastest; the default, as compression is
             most of the cost of tiling) to 9 (smallest; GDAL's default is 6).
-        workers: Threads reading and writing chips; None picks from the CPU count, 0 works in the
-            calling thread.
+        workers: Threads reading and writing chips; None picks from the CPU count (none below 4
+            CPUs), 0 works in the calling thread.
         command: The command line that made the dataset, recorded in ``dataset.json``.
     """
 
@@ -251,7 +251,9 @@ class _Moments:
             self.mean, self.m2 = other.mean.copy(), other.m2.copy()
             self.lo, self.hi = other.lo, other.hi
         else:
-            assert self.mean is not None and self.m2 is not None and other.mean is not None
+            assert self.mean is not None and self.m2 is not None and self.lo is not None
+            assert other.mean is not None and other.m2 is not None and other.lo is not None
+            assert self.hi is not None and other.hi is not None
             total = self.n + other.n
             delta = other.mean - self.mean
             self.mean = self.mean + delta * (other.n / total)
@@ -277,6 +279,7 @@ class _Moments:
             return BandStatistics(mean=mean, std=std, min=lo, max=hi, percentiles=pct,
                                   pixel_count=int(self.n))
         assert self.mean is not None and self.m2 is not None
+        assert self.lo is not None and self.hi is not None
         return BandStatistics(
             mean=[float(v) for v in self.mean],
             std=[float(v) for v in np.sqrt(np.maximum(self.m2 / self.n, 0.0))],
@@ -290,7 +293,7 @@ def _hist_percentile(hist: np.ndarray, n: int, p: float) -> float:
     """``np.percentile(values, p)`` (linear) from a histogram of integer values."""
     cum = np.cumsum(hist)
     pos = p / 100.0 * (n - 1)
-    lo = int(math.floor(pos))
+    lo = math.floor(pos)
     hi = min(lo + 1, n - 1)
     v_lo = int(np.searchsorted(cum, lo, side="right"))
     v_hi = int(np.searchsorted(cum, hi, side="right"))
@@ -409,6 +412,9 @@ _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
 # Tags the fast writer sets itself (strips, tiles and the per-chip tie point).
 _LAYOUT_TAGS = {273, 278, 279, 322, 323, 324, 325, 33922, 34264}
 _STRIP_BYTES = 1 << 18
+# Above this many bytes a chip is written by GDAL: its libdeflate compresses ~2-4x faster than
+# Python's zlib, which then outweighs GDAL's ~1 ms of per-file overhead.
+_FAST_MAX_BYTES = 96 * 1024
 
 
 def _parse_tiff_tags(buf: bytes) -> dict[int, tuple[int, int, bytes]] | None:
@@ -479,7 +485,7 @@ class _FastTiff:
         pix = np.ascontiguousarray(np.moveaxis(data, 0, -1))
         if pix.dtype.byteorder == ">" or (pix.dtype.byteorder == "=" and sys.byteorder == "big"):
             pix = pix.astype(pix.dtype.newbyteorder("<"))
-        raw = memoryview(pix).cast("B")
+        raw = pix.data.cast("B")
         step = self.rows_per_strip * self.row_bytes
         strips = [zlib.compress(raw[i * step: (i + 1) * step], self.level) for i in range(self.nstrips)]
         head = bytearray(self._head)
@@ -498,8 +504,9 @@ class _FastTiff:
 class _ChipWriter:
     """Writes chips of one kind (image or mask) atomically: temp file in place, then rename.
 
-    Uses ``_FastTiff`` when it reproduces GDAL's output exactly (checked once on a test chip),
-    and GDAL itself otherwise (rotated grids, no georeferencing, chips with an internal mask).
+    Uses ``_FastTiff`` for small chips when it reproduces GDAL's output exactly (checked once on
+    a test chip), and GDAL itself otherwise (large chips, rotated grids, no georeferencing, chips
+    with an internal mask).
     """
 
     def __init__(
@@ -561,6 +568,8 @@ class _ChipWriter:
         p = self.profile
         dtype = np.dtype(p["dtype"])
         if dtype.kind not in "uif" or "crs" not in p:
+            return None
+        if p["width"] * p["height"] * p["count"] * dtype.itemsize > _FAST_MAX_BYTES:
             return None
         shape = (p["count"], p["height"], p["width"])
         template = self._gdal_bytes(np.zeros(shape, dtype), transform)
@@ -1067,7 +1076,7 @@ tile_scene = tile
 def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Path, stride: int,
          resuming: bool, report: Reporter, started: float) -> TileResult:
     # Imported here: model_file pulls in torch, which tiling does not otherwise need.
-    from geoclass.models.model_file import default_colors
+    from geoclass.palette import colors_for_classes as default_colors
 
     segment = cfg.task == "segment"
     dtype = np.dtype(scene.dtype)
@@ -1107,7 +1116,7 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
     splitter = _Splitter(cfg.block_size * stride, cfg.val_fraction, cfg.seed, new_agg)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     total = scene.num_windows(cfg.size, stride)
-    workers = cfg.workers if cfg.workers is not None else min(4, os.cpu_count() or 1)
+    workers = cfg.workers if cfg.workers is not None else _default_workers()
     written = reused = done = 0
     fields = ["path", "label", "split"] + (["mask"] if segment else []) + ["scene", "row", "col"]
     partial_csv = out / _PARTIAL_CSV
@@ -1161,9 +1170,10 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
     def final_rows() -> Iterator[dict[str, Any]]:
         with open(partial_csv, newline="", encoding="utf-8") as fh:
             for rec in csv.DictReader(fh, fieldnames=fields):
-                rec["row"], rec["col"] = int(rec["row"]), int(rec["col"])
-                rec["split"] = splitter.final_split(rec["row"], rec["col"], rec["split"])
-                yield rec
+                row, col = int(rec["row"]), int(rec["col"])
+                out: dict[str, Any] = {**rec, "row": row, "col": col}
+                out["split"] = splitter.final_split(row, col, rec["split"])
+                yield out
 
     try:
         tmp_csv = out / ".chips.csv.tmp"
@@ -1205,6 +1215,16 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
         dataset_json=out / "dataset.json",
         seconds=time.monotonic() - started,
     )
+
+
+def _default_workers() -> int:
+    """Threads for reading, compressing and writing chips.
+
+    DEFLATE, file writes and GDAL reads release the GIL, so a few threads overlap them; with two
+    cores or fewer the GIL hand-offs cost more than they give, so the work stays in one thread.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus < 4 else min(4, cpus - 1)
 
 
 def _crs_text(crs: CRS | None) -> str | None:

@@ -112,7 +112,8 @@ class PredictConfig:
         simplify: Polygon simplification tolerance in CRS units (only with ``vector``).
         preview: Also write a PNG quick-look with a legend here.
         cog: Write the rasters as Cloud-Optimized GeoTIFFs with overviews.
-        resume: Continue an interrupted run of the same command from its partial files.
+        resume: Continue an interrupted run from its partial files; the scene, model and
+            options (batch size, device and precision included) must be the same.
         overwrite: Replace existing outputs.
     """
 
@@ -405,37 +406,34 @@ class _Win:
 
 
 class _Blender:
-    """Accumulates window scores for one band of rows and emits finished rows.
+    """Blends window scores into finished rows of output; runs in its own thread.
 
-    Rows ``[base, base + buffer)`` are held; ``mark(next_offset)`` finalises rows before the next
-    window row's offset and shifts the buffer.
+    Window rows arrive in order, each followed by ``mark(next_offset)``: rows before the next
+    window row's offset can no longer change, so they are turned into class ids (and encoded
+    probabilities / confidence) and handed to ``emit``. Rows a resumed run has already written
+    (before ``start_row``) are computed but not emitted. Only a band of rows as tall as a window
+    is held, so memory does not depend on the scene's height.
     """
 
     def __init__(
         self,
         *,
-        task: str,
         classes: int,
         size: int,
         width: int,
         height: int,
         base: int,
         start_row: int,
-        weights: _Weights | None,
         want_probs: bool,
         want_conf: bool,
         emit: Callable[[int, np.ndarray], None],
     ) -> None:
-        self.task, self.size, self.width, self.height = task, size, width, height
-        rows = min(size, height)
-        self.acc = np.zeros((classes, rows, width), np.float32)
-        self.wsum = np.zeros((rows, width), np.float32)
-        self.valid = np.zeros((rows, width), bool)
+        self.classes, self.size, self.width, self.height = classes, size, width, height
+        self.rows = min(size, height)
+        self.valid = np.zeros((self.rows, width), bool)
         self.base, self.start_row = base, start_row
-        self.weights, self.want_probs, self.want_conf = weights, want_probs, want_conf
+        self.want_probs, self.want_conf = want_probs, want_conf
         self.emit = emit
-        self._row: list[tuple[int, np.ndarray, float]] = []  # classifier chips of the current row
-        self._row_off = 0
 
     def handle(self, events: list[tuple[Any, ...]]) -> None:
         for ev in events:
@@ -444,30 +442,120 @@ class _Blender:
             else:
                 self.mark(ev[1])
 
-    def add(self, win: _Win, scores: np.ndarray) -> None:
+    def _span(self, win: _Win) -> tuple[slice, slice, int, int]:
+        """Buffer rows and scene columns a window covers, and their counts."""
         r0 = win.row_off - self.base
         nr = min(self.size, self.height - win.row_off)
         nc = min(self.size, self.width - win.col_off)
-        rs, cs = slice(r0, r0 + nr), slice(win.col_off, win.col_off + nc)
-        if self.task == "classify":
-            self._row.append((win.col_off, scores, win.weight))
-            self._row_off = win.row_off
-        else:
-            assert self.weights is not None
-            w = self.weights.get(win.row_off, win.col_off)[:nr, :nc]
-            self.acc[:, rs, cs] += scores[:, :nr, :nc] * w
-            self.wsum[rs, cs] += w
+        return slice(r0, r0 + nr), slice(win.col_off, win.col_off + nc), nr, nc
+
+    def add(self, win: _Win, scores: np.ndarray) -> None:
+        rs, cs, nr, nc = self._span(win)
         self.valid[rs, cs] |= win.valid[:nr, :nc]
 
-    def _add_classifier_row(self) -> None:
-        """Spread the chip scores of one window row over their columns, all chips at once.
+    def mark(self, next_offset: int) -> None:
+        n = next_offset - self.base
+        if n <= 0:
+            return
+        skip = max(0, self.start_row - self.base)  # rows a resumed run has already written
+        layers = self._finish(n)
+        if skip < n:
+            ok = self.valid[:n]
+            for layer in layers:
+                layer[:, ~ok] = NODATA
+            out = layers[0] if len(layers) == 1 else np.concatenate(layers)
+            self.emit(self.base + skip, out[:, skip:])
+        self._shift(n)
+        self.base = next_offset
 
-        All chips of a row cover the same rows, so their weighted scores are summed per column
-        with a difference array and added to every row in one operation.
-        """
+    def _finish(self, n: int) -> list[np.ndarray]:
+        """Class ids (and probabilities, confidence) of the first ``n`` held rows, as uint8
+        ``(bands, n, width)`` layers; pixels without scores are NODATA."""
+        raise NotImplementedError
+
+    def _shift(self, n: int) -> None:
+        """Drop the first ``n`` held rows (copied upwards in order, so the overlap is harmless)."""
+        keep = self.rows - n
+        for i in range(keep):
+            self.valid[i] = self.valid[i + n]
+        self.valid[keep:] = False
+
+    def _encode(self, probs: np.ndarray) -> list[np.ndarray]:
+        """Probability / confidence layers of ``probs`` ``(classes, ..., width)``, as asked for."""
+        layers = []
+        if self.want_probs:
+            layers.append(encode_probabilities(probs))
+        if self.want_conf:
+            layers.append(encode_confidence(probs.max(axis=0))[None])
+        return layers
+
+
+class _PixelBlender(_Blender):
+    """Segmenters: per-pixel scores, weighted by ``_Weights``, summed over overlapping windows."""
+
+    def __init__(self, *, weights: _Weights, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.weights = weights
+        self.acc = np.zeros((self.classes, self.rows, self.width), np.float32)
+        self.wsum = np.zeros((self.rows, self.width), np.float32)
+
+    def add(self, win: _Win, scores: np.ndarray) -> None:
+        rs, cs, nr, nc = self._span(win)
+        w = self.weights.get(win.row_off, win.col_off)[:nr, :nc]
+        self.acc[:, rs, cs] += scores[:, :nr, :nc] * w
+        self.wsum[rs, cs] += w
+        self.valid[rs, cs] |= win.valid[:nr, :nc]
+
+    def _finish(self, n: int) -> list[np.ndarray]:
+        acc, wsum = self.acc[:, :n], self.wsum[:n]
+        classes = acc.argmax(axis=0).astype(np.uint8)
+        classes[wsum <= 0] = NODATA
+        layers = [classes[None]]
+        if self.want_probs or self.want_conf:
+            layers += self._encode(acc / np.where(wsum > 0, wsum, 1.0))
+        return layers
+
+    def _shift(self, n: int) -> None:
+        keep = self.rows - n
+        for i in range(keep):
+            self.acc[:, i] = self.acc[:, i + n]
+            self.wsum[i] = self.wsum[i + n]
+        self.acc[:, keep:] = 0
+        self.wsum[keep:] = 0
+        super()._shift(n)
+
+
+class _ChipBlender(_Blender):
+    """Classifiers: each chip's scores cover all its pixels, averaged where chips overlap.
+
+    All chips of a window row cover the same rows, so a row of chips reduces to one score vector
+    per column (a difference array over the chips' column spans, weighted by each chip's valid
+    fraction). A finished pixel row is the sum of the vectors of the window rows covering it, so
+    blending costs per column, not per pixel.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._row: list[tuple[int, np.ndarray, float]] = []  # chips of the current window row
+        self._row_off = 0
+        # Window rows that may still cover unfinished rows: (first row, end row, sums) with sums
+        # (classes + 1, width): weighted scores per class, then the weight.
+        self._open: list[tuple[int, int, np.ndarray]] = []
+
+    def add(self, win: _Win, scores: np.ndarray) -> None:
+        super().add(win, scores)
+        self._row.append((win.col_off, scores, win.weight))
+        self._row_off = win.row_off
+
+    def mark(self, next_offset: int) -> None:
+        self._close_row()
+        super().mark(next_offset)
+        self._open = [o for o in self._open if o[1] > self.base]
+
+    def _close_row(self) -> None:
         if not self._row:
             return
-        c = self.acc.shape[0]
+        c = self.classes
         starts = np.array([col for col, _, _ in self._row])
         ends = np.minimum(starts + self.size, self.width)
         weights = np.array([w for _, _, w in self._row], np.float64)
@@ -477,54 +565,34 @@ class _Blender:
         diff = np.zeros((self.width + 1, c + 1), np.float64)
         np.add.at(diff, starts, values)
         np.add.at(diff, ends, -values)
-        per_col = np.cumsum(diff[:-1], axis=0).T.astype(np.float32)  # (classes + 1, width)
-        r0 = self._row_off - self.base
-        nr = min(self.size, self.height - self._row_off)
-        self.acc[:, r0 : r0 + nr] += per_col[:c, None, :]
-        self.wsum[r0 : r0 + nr] += per_col[c]
+        sums = np.cumsum(diff[:-1], axis=0).T.copy()  # (classes + 1, width)
+        self._open.append((self._row_off, min(self._row_off + self.size, self.height), sums))
         self._row = []
 
-    def mark(self, next_offset: int) -> None:
-        self._add_classifier_row()
-        n = next_offset - self.base
-        if n <= 0:
-            return
-        skip = max(0, self.start_row - self.base)  # rows a resumed run has already written
-        if skip < n:
-            self._finish_rows(n, skip)
-        self._shift(n)
-        self.base = next_offset
-
-    def _finish_rows(self, n: int, skip: int) -> None:
-        """Classes (and probabilities, confidence) of the first ``n`` held rows, to the writer."""
-        acc, wsum = self.acc[:, :n], self.wsum[:n]
-        ok = self.valid[:n] & (wsum > 0)
-        classes = acc.argmax(axis=0).astype(np.uint8)
-        classes[~ok] = NODATA
-        layers = [classes[None]]
-        if self.want_probs or self.want_conf:
-            probs = acc / np.where(ok, wsum, 1.0)
-            if self.want_probs:
-                enc = encode_probabilities(probs)
-                enc[:, ~ok] = NODATA
-                layers.append(enc)
-            if self.want_conf:
-                conf = encode_confidence(probs.max(axis=0))
-                conf[~ok] = NODATA
-                layers.append(conf[None])
-        out = layers[0] if len(layers) == 1 else np.concatenate(layers)
-        self.emit(self.base + skip, out[:, skip:])
-
-    def _shift(self, n: int) -> None:
-        """Drop the first ``n`` held rows (copied upwards in order, so the overlap is harmless)."""
-        keep = self.acc.shape[1] - n
-        for i in range(keep):
-            self.acc[:, i] = self.acc[:, i + n]
-            self.wsum[i] = self.wsum[i + n]
-            self.valid[i] = self.valid[i + n]
-        self.acc[:, keep:] = 0
-        self.wsum[keep:] = 0
-        self.valid[keep:] = False
+    def _finish(self, n: int) -> list[np.ndarray]:
+        a, b = self.base, self.base + n
+        cuts = sorted({a, b} | {x for s, e, _ in self._open for x in (s, e) if a < x < b})
+        classes = np.full((1, n, self.width), NODATA, np.uint8)
+        extra = (self.classes if self.want_probs else 0) + (1 if self.want_conf else 0)
+        more = np.full((extra, n, self.width), NODATA, np.uint8) if extra else None
+        for u, v in zip(cuts[:-1], cuts[1:]):
+            total: np.ndarray | None = None
+            for s, e, sums in self._open:  # in window-row order: the same sums on resume
+                if s <= u and e >= v:
+                    total = sums.copy() if total is None else total + sums
+            if total is None:
+                continue
+            wsum = total[self.classes]
+            scored = wsum > 1e-12  # not exactly 0: the difference array leaves round-off
+            row_classes = total[: self.classes].argmax(axis=0).astype(np.uint8)
+            row_classes[~scored] = NODATA
+            classes[0, u - a : v - a] = row_classes
+            if more is not None:
+                probs = (total[: self.classes] / np.where(scored, wsum, 1.0)).astype(np.float32)
+                enc = np.concatenate(self._encode(probs))
+                enc[:, ~scored] = NODATA
+                more[:, u - a : v - a] = enc[:, None, :]
+        return [classes] if more is None else [classes, more]
 
 
 class _Outputs:
@@ -601,6 +669,12 @@ def _tta_views(
     return views
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1 of ``(N, classes)`` logits."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class _Runner:
     """Runs batches through the model: softmax scores as float32 numpy arrays."""
 
@@ -624,18 +698,23 @@ class _Runner:
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory: no copy
-        total: torch.Tensor | None = None
+        total: np.ndarray | torch.Tensor | None = None
         with torch.inference_mode(), self.precision.autocast():
             for forward, inverse in self.views:
                 xv = forward(x).contiguous(memory_format=torch.channels_last)
                 out = self.model(xv).float()
                 self._check(out, x.shape[0])
-                p = inverse(torch.softmax(out, dim=1))
+                p: np.ndarray | torch.Tensor
+                if self.task == "classify":
+                    # A few numbers per chip: numpy, without waking torch's thread pool.
+                    p = _softmax(out.cpu().numpy())
+                else:
+                    p = inverse(torch.softmax(out, dim=1))
                 total = p if total is None else total + p
         assert total is not None
         if len(self.views) > 1:
             total = total / len(self.views)
-        return total.cpu().numpy()
+        return total if isinstance(total, np.ndarray) else total.cpu().numpy()
 
     def _check(self, out: torch.Tensor, n: int) -> None:
         c = self.meta.num_classes
@@ -922,6 +1001,9 @@ class _Run:
         writers = self._make_writers()
         fingerprint = self._fingerprint()
         rows_done, histogram = self._resume_state(fingerprint, [w for w, _ in writers])
+        if rows_done == 0:
+            # A stale sidecar must never describe the partial files this run is about to write.
+            self.sidecar.unlink(missing_ok=True)
 
         rows = _offsets(self.height, self.size, self.stride)
         cols = _offsets(self.width, self.size, self.stride)
@@ -1041,31 +1123,28 @@ class _Run:
         """Read, infer, blend and write window rows from ``start_r``; returns windows skipped."""
         c, meta, scene, size = self.config, self.meta, self.scene, self.size
         workers = c.workers if c.workers is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
-        weights = (
-            _Weights(size, self.stride, self.width, self.height, self.margin)
-            if self.task == "segment"
-            else None
-        )
         base = rows[start_r] if start_r < len(rows) else self.height
         writer = _Stage("geoclass-predict-writer", outputs.handle, maxsize=8)
-        blender = _Blender(
-            task=self.task,
-            classes=meta.num_classes,
-            size=size,
-            width=self.width,
-            height=self.height,
-            base=base,
-            start_row=rows_done,
-            weights=weights,
-            want_probs=self.probs_path is not None,
-            want_conf=self.conf_path is not None,
-            emit=lambda row0, chunk: writer.put((row0, chunk)),
-        )
+        common: dict[str, Any] = {
+            "classes": meta.num_classes,
+            "size": size,
+            "width": self.width,
+            "height": self.height,
+            "base": base,
+            "start_row": rows_done,
+            "want_probs": self.probs_path is not None,
+            "want_conf": self.conf_path is not None,
+            "emit": lambda row0, chunk: writer.put((row0, chunk)),
+        }
+        blender: _Blender
+        if self.task == "segment":
+            weights = _Weights(size, self.stride, self.width, self.height, self.margin)
+            blender = _PixelBlender(weights=weights, **common)
+        else:
+            blender = _ChipBlender(**common)
         sink = _Stage("geoclass-predict-blend", blender.handle, maxsize=2)
         runner = _Runner(self.model, meta, self.device, self.precision, self.task, size, c.tta)
-        pool = (
-            ThreadPoolExecutor(workers, thread_name_prefix="geoclass-read") if workers > 0 else None
-        )
+        pool = ThreadPoolExecutor(workers, "geoclass-read") if workers > 0 else None
         # Batches never span these window rows (where a resumed run starts), so a resumed run
         # sees exactly the batches an uninterrupted one did and computes the same bits.
         breaks = {

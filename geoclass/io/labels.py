@@ -505,7 +505,7 @@ def _reproject(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
 
     try:
         out = shapely.transform(geoms, fn)
-    except Exception as exc:  # noqa: BLE001 - PROJ errors come as rasterio's private CPLE types
+    except Exception as exc:  # PROJ errors come as rasterio's private CPLE types
         raise LabelError(
             f"labels cannot be reprojected from {_crs_name(src)} to {_crs_name(dst)} "
             f"({_one_line(exc)}); are the coordinates in the CRS the file declares?"
@@ -753,7 +753,7 @@ class RasterLabels:
         for ds in reversed(handles):
             try:
                 ds.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
+            except Exception:  # noqa: BLE001, S110 - closing is best effort
                 pass
         self._local = threading.local()
 

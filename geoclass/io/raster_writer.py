@@ -44,9 +44,11 @@ __all__ = [
     "StripWriter",
     "check_output_path",
     "confidence_path",
+    "confidence_setup",
     "encode_confidence",
     "encode_probabilities",
     "partial_path",
+    "probability_setup",
 ]
 
 NODATA = 255

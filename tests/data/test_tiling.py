@@ -28,7 +28,13 @@ from geoclass.errors import ConfigError, Interrupted, LabelError, OutputExistsEr
 from geoclass.io.labels import UNLABELLED
 from geoclass.io.reader import Scene, open_scene
 from geoclass.progress import ProgressEvent
-from tests.conftest import SHARED_DATA, UTM_CRS, UTM_TRANSFORM, make_raster, needs_shared_data
+from tests.conftest import (
+    SHARED_DATA,
+    UTM_CRS,
+    UTM_TRANSFORM,
+    make_raster,
+    needs_shared_data,
+)
 
 X0, Y0, RES = UTM_TRANSFORM.c, UTM_TRANSFORM.f, UTM_TRANSFORM.a
 
@@ -242,7 +248,7 @@ def test_split_is_reproducible_and_block_consistent(tmp_path: Path) -> None:
     path = make_raster(tmp_path / "big.tif", scene_array(128, 128, 1))
     a = run(tmp_path, "a", scenes=path, size=8, block_size=4, seed=1)
     b = run(tmp_path, "b", scenes=path, size=8, block_size=4, seed=1)
-    c = run(tmp_path, "c", scenes=path, size=8, block_size=4, seed=2)
+    run(tmp_path, "c", scenes=path, size=8, block_size=4, seed=2)
     rows_a, rows_c = read_csv(tmp_path / "a"), read_csv(tmp_path / "c")
     assert rows_a == read_csv(tmp_path / "b") and a.counts == b.counts
     assert [r["split"] for r in rows_a] != [r["split"] for r in rows_c]

@@ -116,10 +116,11 @@ def test_large_map_is_read_decimated(tmp_path: Path) -> None:
             np.ones((1, 512, 30000), np.uint8), window=rasterio.windows.Window(0, 0, 30000, 512)
         )
     script = textwrap.dedent(f"""
-        import resource
         from geoclass.engine.preview import render_preview
         render_preview({str(big)!r}, {str(tmp_path / "big.png")!r}, max_size=512)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        # VmHWM, not ru_maxrss: the latter keeps the parent's RSS across fork + exec.
+        hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+        print(int(hwm.split()[1]) // 1024)
     """)
     env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
     out = subprocess.run(
