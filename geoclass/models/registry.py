@@ -15,6 +15,7 @@ from torch import nn
 from geoclass.errors import ModelError
 from geoclass.models.cnn import BaselineCNN, CompactResNet
 from geoclass.models.hybrid import HybridCNNViT
+from geoclass.models.local_weights import load_local_weights
 from geoclass.models.segmentation import FPNSegmenter, SmallFCN
 from geoclass.models.timm_models import create_timm_classifier
 
@@ -46,7 +47,10 @@ def _local(cls: Callable[..., nn.Module], takes_chip_size: bool = False) -> Call
             raise ModelError(f"{cls.__name__} has no published pretrained weights; pass --weights FILE or drop --pretrained")
         if takes_chip_size:
             kwargs["chip_size"] = chip_size
-        return cls(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = cls(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        if pretrained_file is not None:
+            load_local_weights(model, pretrained_file)
+        return model
 
     return build
 

@@ -70,3 +70,31 @@ def test_missing_weights_file_is_named(tmp_path) -> None:
         create_model("resnet18", num_classes=4, weights=str(tmp_path / "nope.safetensors"))
     with pytest.raises(ModelError, match="no published pretrained weights"):
         create_model("compact", num_classes=4, pretrained=True)
+
+
+def test_local_weights_load_into_own_architectures(tmp_path) -> None:
+    source = create_model("compact", 10, 3)
+    path = tmp_path / "compact.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+
+    same = create_model("compact", 10, 3, weights=str(path))
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(same.state_dict()[name], tensor), name
+
+    # Another class count: the body is loaded, the head keeps its own initialisation.
+    other = create_model("compact", 2, 3, weights=str(path))
+    loaded = [n for n, t in other.state_dict().items()
+              if n in source.state_dict() and t.shape == source.state_dict()[n].shape
+              and torch.equal(t, source.state_dict()[n])]
+    assert len(loaded) >= len(source.state_dict()) - 4
+
+    # Another band count: the first convolution is adapted, not dropped.
+    multi = create_model("compact", 10, 13, weights=str(path))
+    first = next(n for n, t in multi.state_dict().items() if t.ndim == 4)
+    assert multi.state_dict()[first].shape[1] == 13
+    assert not torch.equal(multi.state_dict()[first], create_model("compact", 10, 13).state_dict()[first])
+
+    with pytest.raises(ModelError, match="weights of another architecture"):
+        create_model("hybrid", 10, 3, weights=str(path))
+    with pytest.raises(InputNotFoundError, match="not found"):
+        create_model("compact", 10, 3, weights=str(tmp_path / "missing.safetensors"))
