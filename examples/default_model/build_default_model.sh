@@ -31,7 +31,7 @@ geoclass train "$EUROSAT" --model compact -o "$RUN-ft" --weights "$RUN/model.saf
     --split "$EUROSAT/splits/train.csv" --val-split "$EUROSAT/splits/val.csv" \
     --radiometry "$HERE/radiometry.json" \
     --epochs 8 --batch-size 64 --lr 0.0005 --weight-decay 0.05 --label-smoothing 0.1 \
-    --class-weights auto --patience 0 --augment --seed 1 --workers 2
+    --class-weights auto --patience 8 --augment --seed 1 --workers 2
 RUN="$RUN-ft"
 geoclass eval "$EUROSAT" -m "$RUN/model.safetensors" --split "$EUROSAT/splits/val.csv" \
     --report "$RUN/val_report.json" --plots "$RUN/plots"
