@@ -3,8 +3,7 @@
 A model trained on one set of chips meets scenes with other sun angles, seasons, haze and
 sensor calibrations. Besides flips and 90-degree rotations the training pipeline therefore
 varies illumination (multiplicative gain), contrast, gamma, per-band gain (season and sensor
-tint), adds haze (a blend toward a bright veil) and flattens texture (blur, pull toward the
-chip mean). Everything works for any band count.
+tint) and adds haze (a blend toward a bright veil). Everything works for any band count.
 Images are augmented in ``[0, 1]`` units: model units divided by the model's value range.
 """
 
@@ -17,45 +16,17 @@ import numpy as np
 
 
 class Haze(A.ImageOnlyTransform):
-    """Blend toward a bright veil (path radiance), its level drawn per band.
+    """Blend every band toward one bright veil level (thin haze; lowers contrast, lifts dark surfaces)."""
 
-    Haze and low sun add more light in the short wavelengths; as the band order is not known
-    here, each band's veil level varies independently around a common one.
-    """
-
-    def __init__(self, max_amount: float = 0.3, spectral_spread: float = 0.3, p: float = 0.3) -> None:
+    def __init__(self, max_amount: float = 0.3, p: float = 0.3) -> None:
         super().__init__(p=p)
         self.max_amount = max_amount
-        self.spectral_spread = spectral_spread
 
     def get_params(self) -> dict[str, Any]:
-        return {"amount": self.py_random.uniform(0.0, self.max_amount), "level": self.py_random.uniform(0.55, 0.9),
-                "seed": self.py_random.randint(0, 2**31 - 1)}
+        return {"amount": self.py_random.uniform(0.0, self.max_amount), "level": self.py_random.uniform(0.55, 0.9)}
 
-    def apply(self, img: np.ndarray, amount: float = 0.0, level: float = 0.7, seed: int = 0,
-              **params: Any) -> np.ndarray:
-        spread = np.random.default_rng(seed).uniform(1 - self.spectral_spread, 1 + self.spectral_spread, img.shape[-1])
-        veil = (level * spread).astype(img.dtype)
-        return (img * (1.0 - amount) + amount * veil).astype(img.dtype, copy=False)
-
-
-class FlattenTexture(A.ImageOnlyTransform):
-    """Pull every band toward its own chip mean: the flat look of winter canopies, shadow and haze.
-
-    Without it a chip classifier learns that a dark, smooth chip is water and calls dark conifer
-    forest in a winter scene a lake.
-    """
-
-    def __init__(self, min_factor: float = 0.3, p: float = 0.3) -> None:
-        super().__init__(p=p)
-        self.min_factor = min_factor
-
-    def get_params(self) -> dict[str, Any]:
-        return {"factor": self.py_random.uniform(self.min_factor, 1.0)}
-
-    def apply(self, img: np.ndarray, factor: float = 1.0, **params: Any) -> np.ndarray:
-        mean = img.mean(axis=(0, 1), keepdims=True)
-        return (mean + (img - mean) * factor).astype(img.dtype, copy=False)
+    def apply(self, img: np.ndarray, amount: float = 0.0, level: float = 0.7, **params: Any) -> np.ndarray:
+        return (img * (1.0 - amount) + amount * level).astype(img.dtype, copy=False)
 
 
 def train_augmentation(strength: str = "strong") -> A.Compose:
@@ -70,8 +41,7 @@ def train_augmentation(strength: str = "strong") -> A.Compose:
         A.RandomBrightnessContrast(brightness_limit=0.08, contrast_limit=0.3, p=0.5),
         A.RandomGamma(gamma_limit=(70, 145), p=0.5),
         Haze(max_amount=0.3, p=0.25),
-        FlattenTexture(min_factor=0.3, p=0.25),
-        A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.5), p=0.2),
+        A.GaussianBlur(blur_limit=(3, 3), p=0.1),
         A.GaussNoise(std_range=(0.0, 0.02), p=0.2),
     ]
     return A.Compose(geometric + radiometric)

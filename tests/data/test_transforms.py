@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geoclass.data.transforms import Augmenter, FlattenTexture, Haze, train_augmentation
+from geoclass.data.transforms import Augmenter, Haze, train_augmentation
 
 
 @pytest.mark.parametrize("bands", [3, 13])
@@ -35,17 +35,7 @@ def test_light_augmentation_only_moves_pixels() -> None:
         assert np.allclose(np.sort(out.ravel()), np.sort(image.ravel()), atol=1e-3)
 
 
-def test_flatten_texture_keeps_each_band_mean_and_lowers_contrast() -> None:
-    image = np.random.default_rng(1).uniform(0, 1, (16, 16, 4)).astype(np.float32)
-    out = FlattenTexture(p=1.0).apply(image, factor=0.3)
-    assert np.allclose(out.mean(axis=(0, 1)), image.mean(axis=(0, 1)), atol=1e-5)
-    assert np.allclose(out.std(axis=(0, 1)), 0.3 * image.std(axis=(0, 1)), rtol=1e-4)
-
-
-def test_haze_brightens_dark_scenes_band_by_band() -> None:
+def test_haze_brightens_dark_chips() -> None:
     dark = np.full((8, 8, 3), 0.1, dtype=np.float32)
-    out = Haze(p=1.0, spectral_spread=0.3).apply(dark, amount=0.3, level=0.7, seed=3)
-    levels = out[0, 0]
-    assert (levels > 0.1).all()
-    assert len(set(np.round(levels, 5))) == 3  # each band gets its own veil
-    assert np.allclose(out, out[0, 0])  # but the veil is spatially uniform
+    out = Haze(p=1.0).apply(dark, amount=0.3, level=0.7)
+    assert np.allclose(out, 0.1 * 0.7 + 0.3 * 0.7)
