@@ -12,7 +12,7 @@ and prints ``train / bare`` (1.0 means the data path is completely hidden behind
 data-path cost ``1 - train / bare``. On a machine with few cores the loader workers compete with
 the model's own threads for the same cores, so the cost there is a CPU budget, not latency.
 
-    python bench/train_bench.py                        # compact, 1,600 chips, 2 workers
+    python bench/train_bench.py                        # compact, 1,600 chips, CPUs - 1 workers
     python bench/train_bench.py --model cnn --chips 3200 --workers 1
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import sys
 import tempfile
@@ -61,12 +62,15 @@ def bare_step_rate(model_name: str, batch_size: int, steps: int, num_classes: in
 
 def write_subset(data: Path, chips: int, out: Path, seed: int) -> Path:
     """A split CSV with ``chips`` chips drawn evenly from the class folders."""
-    classes = sorted(p.name for p in data.iterdir() if p.is_dir())
+    from geoclass.data.samples import load_samples
+
+    by_class: dict[str, list[str]] = {}
+    for sample in load_samples(data).samples:
+        by_class.setdefault(sample.label, []).append(sample.path.name)
     rng = random.Random(seed)
     rows = []
-    for name in classes:
-        files = sorted((data / name).iterdir())
-        rows += [(f"{name}/{f.name}", name) for f in rng.sample(files, min(len(files), chips // len(classes)))]
+    for name, files in sorted(by_class.items()):
+        rows += [(f"{name}/{f}", name) for f in rng.sample(sorted(files), min(len(files), chips // len(by_class)))]
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label"])
@@ -79,7 +83,7 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int) -> float
     import torch
     from torch.utils.data import DataLoader
 
-    from geoclass.data.chips import ChipDataset, SeededSampler
+    from geoclass.data.chips import ChipDataset, SeededSampler, init_chip_worker
     from geoclass.data.samples import load_samples
     from geoclass.data.transforms import Augmenter, train_augmentation
     from geoclass.models.model_file import ModelMeta
@@ -90,7 +94,7 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int) -> float
     dataset = ChipDataset(samples.samples, meta, None, Augmenter(train_augmentation("strong"), 255.0))
     generator = torch.Generator()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=SeededSampler(len(dataset), generator),
-                        num_workers=workers, persistent_workers=workers > 0,
+                        num_workers=workers, persistent_workers=workers > 0, worker_init_fn=init_chip_worker,
                         prefetch_factor=4 if workers else None)
     rate = 0.0
     for epoch in range(2):
@@ -122,7 +126,8 @@ def main() -> int:
     parser.add_argument("--model", default="compact")
     parser.add_argument("--chips", type=int, default=1600, help="training chips per epoch")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 1)),
+                        help="loader workers (default: as geoclass train, CPUs - 1)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()
     if not args.data.is_dir():

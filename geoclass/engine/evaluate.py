@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from geoclass.data.chips import IGNORE_INDEX, ChipDataset
+from geoclass.data.chips import IGNORE_INDEX, ChipDataset, init_chip_worker
 from geoclass.data.samples import Sample, group_mapping, is_chip_dataset, load_samples
 from geoclass.engine.device import select_device, select_precision
 from geoclass.engine.metrics import classification_report, segmentation_summary
@@ -75,7 +75,7 @@ def evaluate(config: EvalConfig, progress: ProgressCallback | None = None) -> di
     samples = _labels_for_model(sample_set.samples, sample_set.classes, meta, config.data)
     dataset = ChipDataset(samples, meta)
     loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers, shuffle=False,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=init_chip_worker)
     report_to.info(f"evaluating {model_path.name} on {len(samples)} chips of {config.data}")
     report_to.start("eval", len(loader))
     scores: list[np.ndarray] = []

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, read_chip
+from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, init_chip_worker, read_chip
 from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
 from geoclass.data.transforms import Augmenter, train_augmentation
 from geoclass.engine.device import Precision, select_device, select_precision
@@ -160,6 +160,7 @@ def compute_band_statistics(samples: list[Sample], meta: ModelMeta, bands: list[
 
 
 def _seed_worker(worker_id: int) -> None:
+    init_chip_worker()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
