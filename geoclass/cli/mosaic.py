@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from geoclass.cli.options import PANEL_INPUT, PANEL_OUTPUT, OverwriteOpt, output_option
+from geoclass.cli.options import PANEL_INPUT, PANEL_OUTPUT, NodataOpt, OverwriteOpt, output_option
 from geoclass.cli.render import cli_state, make_progress_callback
 from geoclass.engine.mosaic import MosaicConfig, MosaicInput
 from geoclass.engine.mosaic import mosaic as run_mosaic
@@ -67,17 +67,7 @@ def mosaic(
             show_default=False,
         ),
     ] = None,
-    nodata: Annotated[
-        float | None,
-        typer.Option(
-            "--nodata",
-            metavar="V",
-            help="Treat V as nodata in every input (for scenes with fill but no declared nodata, "
-            "e.g. Landsat's 0).",
-            rich_help_panel=PANEL_INPUT,
-            show_default=False,
-        ),
-    ] = None,
+    nodata: NodataOpt = None,
     resampling: Annotated[
         str | None,
         typer.Option(

@@ -212,6 +212,18 @@ BandsOpt = Annotated[
     ),
 ]
 
+NodataOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--nodata",
+        metavar="VALUE",
+        help="Treat VALUE as nodata in every band, for scenes with fill but no declared nodata "
+        "(e.g. Landsat's 0, or 255 outside an 8-bit scene's footprint). Default: what the files declare.",
+        rich_help_panel=PANEL_INPUT,
+        show_default=False,
+    ),
+]
+
 DeviceOpt = Annotated[
     DeviceChoice,
     typer.Option(

@@ -15,6 +15,7 @@ from geoclass.cli.options import (
     DeviceOpt,
     JsonOpt,
     ModelOpt,
+    NodataOpt,
     OverwriteOpt,
     ResumeOpt,
     WorkersOpt,
@@ -58,6 +59,7 @@ def predict(
     ],
     model: ModelOpt = None,
     bands: BandsOpt = None,
+    nodata: NodataOpt = None,
     stride: Annotated[
         int | None,
         typer.Option(
@@ -183,6 +185,7 @@ def predict(
         output=output,
         model=model,
         bands=bands,
+        nodata=nodata,
         stride=stride,
         overlap=overlap,
         tta=tta,

@@ -14,6 +14,7 @@ from geoclass.cli.options import (
     PANEL_INPUT,
     BandsOpt,
     JsonOpt,
+    NodataOpt,
     OverwriteOpt,
     ResumeOpt,
     SeedOpt,
@@ -156,17 +157,7 @@ def tile(
             rich_help_panel=PANEL_SPLIT,
         ),
     ] = 8,
-    nodata: Annotated[
-        float | None,
-        typer.Option(
-            "--nodata",
-            metavar="VALUE",
-            help="Treat VALUE as nodata in every band (for scenes with fill but no declared "
-            "nodata, e.g. Landsat's zero fill). Default: what the files declare.",
-            rich_help_panel=PANEL_INPUT,
-            show_default=False,
-        ),
-    ] = None,
+    nodata: NodataOpt = None,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,

@@ -95,6 +95,7 @@ class PredictConfig:
         model: Model file (or a training run folder); None uses the shipped default model.
         bands: 1-based bands of the (stacked) scene in model order; None takes all bands when
             their number matches the model.
+        nodata: Treat this value as nodata in every band (overrides what the files declare).
         stride: Step between windows in pixels (exclusive with ``overlap``).
         overlap: Fraction of a window shared with its neighbour, in [0, 1); default 0.5 for
             classifiers, 0.25 for segmenters.
@@ -121,6 +122,7 @@ class PredictConfig:
     output: str | os.PathLike[str]
     model: str | os.PathLike[str] | None = None
     bands: Sequence[int] | None = None
+    nodata: float | None = None
     stride: int | None = None
     overlap: float | None = None
     window: int | None = None
@@ -790,7 +792,7 @@ def predict(config: PredictConfig, progress: ProgressCallback | None = None) -> 
     if output.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"{output}: the class map is a GeoTIFF; give it a .tif name")
     paths = _scene_paths(config.scenes)
-    scene = open_scene(paths, bands=list(config.bands) if config.bands is not None else None)
+    scene = open_scene(paths, bands=list(config.bands) if config.bands is not None else None, nodata=config.nodata)
     try:
         model_path = _model_path(config.model)
         device = select_device(config.device)
@@ -890,6 +892,7 @@ class _Run:
             },
             "scenes": [_scene_identity(p) for p in self.paths],
             "bands": list(self.scene.bands),
+            "nodata": self.config.nodata,
             "width": self.width,
             "height": self.height,
             "window": self.size,

@@ -453,3 +453,23 @@ def test_sentinel2_jp2_stack(tmp_path: Path) -> None:
         assert dst.crs == src.crs and dst.transform == src.transform
         assert (dst.width, dst.height) == (src.width, src.height) == (1536, 768)
     assert res.valid_pixels > 0.9 * 1536 * 768
+
+
+def test_nodata_override_masks_undeclared_fill(tmp_path: Path) -> None:
+    """Fill that the file does not declare (255 around an 8-bit scene) becomes map nodata with --nodata."""
+    from rasterio.transform import from_origin
+
+    scene = tmp_path / "filled.tif"
+    data = np.random.default_rng(0).integers(20, 120, (3, 96, 160), dtype=np.uint8)
+    data[:, :, :64] = 255
+    profile = {"driver": "GTiff", "width": 160, "height": 96, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": from_origin(330000, 5822040, 10, 10)}
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(data)
+    plain, masked = tmp_path / "plain.tif", tmp_path / "masked.tif"
+    predict(PredictConfig(scenes=scene, output=plain, workers=0))
+    predict(PredictConfig(scenes=scene, output=masked, nodata=255, workers=0))
+    with rasterio.open(plain) as a, rasterio.open(masked) as b:
+        assert (a.read(1)[:, :64] != 255).all()
+        assert (b.read(1)[:, :64] == 255).all()
+        assert (b.read(1)[:, 64:] != 255).all()
