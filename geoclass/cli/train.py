@@ -34,14 +34,14 @@ def _path_option(flag: str, metavar: str, help_text: str, panel: str) -> typer.m
 def train(
     ctx: typer.Context,
     data: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             metavar="DATA",
             help="Training data: chips written by 'geoclass tile', or a folder with one "
-            "sub-folder of images per class (e.g. EuroSAT).",
+            "sub-folder of images per class (e.g. EuroSAT). Required unless --resume.",
             show_default=False,
         ),
-    ],
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -235,14 +235,14 @@ def train(
     callback, live = make_progress_callback(cli_state(ctx).quiet)
     if resume is not None:
         with live:
-            result = engine.resume(resume, progress=callback, epochs=epochs)
+            result = engine.resume(resume, progress=callback, epochs=epochs, data=_str(data))
     else:
-        for flag, value in (("--model", model), ("--output", output)):
+        for flag, value in (("DATA", data), ("--model", model), ("--output", output)):
             if value is None:
                 raise typer.BadParameter(
                     "missing (required unless --resume RUN_DIR)", param_hint=f"'{flag}'"
                 )
-        assert model is not None and output is not None
+        assert data is not None and model is not None and output is not None
         config = engine.TrainConfig(
             data=str(data), model=model, out_dir=str(output), val=_str(val), split_csv=_str(split),
             val_split_csv=_str(val_split), val_fraction=val_fraction, epochs=epochs or 20,

@@ -120,17 +120,26 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     return _Trainer(config, run_dir, progress).run(resume_state=None)
 
 
-def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs: int | None = None) -> TrainResult:
+def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs: int | None = None,
+           data: str | None = None) -> TrainResult:
     """Continue an interrupted run exactly where its last completed epoch ended.
 
     Args:
         run_dir: The run folder of the interrupted run.
         epochs: A new total number of epochs (to extend a finished run).
+        data: The training data, when the caller names it: it must be the run's.
+
+    Raises:
+        InputNotFoundError: ``run_dir`` holds no run.
+        ConfigError: ``data`` is not the data the run trains on.
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_JSON).is_file() or not (run_dir / LAST_CKPT).is_file():
         raise InputNotFoundError(f"{run_dir}: no training run to resume (expected {CONFIG_JSON} and {LAST_CKPT})")
     config = TrainConfig(**json.loads((run_dir / CONFIG_JSON).read_text()))
+    if data is not None and Path(data).resolve() != Path(config.data).resolve():
+        raise ConfigError(f"{run_dir}: this run trains on {config.data}, not {data}; "
+                          f"resume it with: geoclass train --resume {run_dir}")
     if epochs is not None:
         config.epochs = epochs
     state = torch.load(run_dir / LAST_CKPT, map_location="cpu", weights_only=False)

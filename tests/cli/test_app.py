@@ -319,6 +319,7 @@ def test_bad_bands_text_is_a_usage_error(runner: CliRunner, bands: str) -> None:
         ["predict", "s.tif", "-o", "m.tif", "--amp", "maybe"],
         ["predict", "s.tif", "-o", "m.tif", "--overlap", "1.5"],
         ["train", "chips"],  # --model/-o required unless --resume
+        ["train", "--model", "cnn", "-o", "run"],  # DATA required unless --resume
         ["eval", "chips", "--group", "agri"],
         ["mosaic", "a.tif", "-o", "m.tif", "--method", "average"],
         ["tile", "s.tif", "-o", "chips", "--task", "detect"],
@@ -330,9 +331,11 @@ def test_contradictory_or_invalid_options_exit_2(runner: CliRunner, args: list[s
     assert "not implemented" not in result.output
 
 
-def test_train_resume_needs_no_model_or_output(runner: CliRunner) -> None:
-    result = invoke(runner, ["train", "chips", "--resume", "run"])
+@pytest.mark.parametrize("data", [[], ["chips"]])
+def test_train_resume_needs_no_data_model_or_output(runner: CliRunner, data: list[str]) -> None:
+    result = invoke(runner, ["train", *data, "--resume", "run"])
     assert "--model" not in result.stderr
+    assert "Missing argument" not in result.stderr
     assert result.exit_code == 1
     assert "no training run to resume" in result.stderr
 

@@ -150,6 +150,11 @@ def test_cli_train_eval_resume(folders: Path, tmp_path: Path) -> None:
     assert json.loads(out.stdout)["epochs_run"] == 1
     out = runner.invoke(app, ["-q", "train", str(folders), "--resume", str(run), "--epochs", "2", "-j", "0"])
     assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["-q", "train", "--resume", str(run), "--epochs", "3", "-j", "0", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["epochs_run"] == 3
+    out = runner.invoke(app, ["-q", "train", str(tmp_path), "--resume", str(run), "--epochs", "4"])
+    assert out.exit_code == 2 and "this run trains on" in out.output
     out = runner.invoke(app, ["eval", str(folders), "-m", str(run / "model.safetensors"), "-j", "0", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["samples"] == 30
