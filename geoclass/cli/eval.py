@@ -16,6 +16,7 @@ from geoclass.cli.options import (
     JsonOpt,
     ModelOpt,
     WorkersOpt,
+    default_workers,
     parse_groups,
 )
 
@@ -80,7 +81,7 @@ def evaluate(
     config = EvalConfig(
         data=str(data), model=model, split_csv=None if split is None else str(split),
         groups=parse_groups(groups), batch_size=batch_size,
-        workers=_default_workers() if workers is None else workers, device=device,
+        workers=default_workers() if workers is None else workers, device=device,
         report=None if report is None else str(report), plots=None if plots is None else str(plots),
     )
     callback, live = make_progress_callback(cli_state(ctx).quiet)
@@ -90,12 +91,6 @@ def evaluate(
         print_json(result)
     else:
         _print_report(result)
-
-
-def _default_workers() -> int:
-    import os
-
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def _print_report(result: dict[str, Any]) -> None:

@@ -243,6 +243,13 @@ AmpOpt = Annotated[
     ),
 ]
 
+def default_workers() -> int:
+    """Loader processes when --workers is not given: leave the main process a core for the model."""
+    import os
+
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
 WorkersOpt = Annotated[
     int | None,
     typer.Option(

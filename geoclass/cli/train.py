@@ -21,6 +21,7 @@ from geoclass.cli.options import (
     OverwriteOpt,
     SeedOpt,
     WorkersOpt,
+    default_workers,
     parse_groups,
 )
 
@@ -207,6 +208,17 @@ def train(
             "--cutmix", help="Also mix chips with CutMix.", rich_help_panel=PANEL_TRAINING
         ),
     ] = False,
+    ema: Annotated[
+        float,
+        typer.Option(
+            "--ema",
+            min=0.0,
+            max=0.99999,
+            metavar="DECAY",
+            help="Validate and save an exponential moving average of the weights (e.g. 0.999); 0 is off.",
+            rich_help_panel=PANEL_TRAINING,
+        ),
+    ] = 0.0,
     amp: AmpOpt = "auto",
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -249,7 +261,7 @@ def train(
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, amp=amp,
             weights=_str(weights), pretrained=pretrained, label_smoothing=label_smoothing,
             class_weights=class_weights, patience=patience or 0, augment=augment,
-            cutmix=0.5 if cutmix else 0.0, workers=default_workers() if workers is None else workers,
+            cutmix=0.5 if cutmix else 0.0, ema=ema, workers=default_workers() if workers is None else workers,
             seed=seed, device=device, groups=parse_groups(groups),
             radiometry=load_radiometry(radiometry), overwrite=overwrite,
         )
@@ -268,13 +280,6 @@ def train(
 
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
-
-
-def default_workers() -> int:
-    """Loader processes: leave the main process a core for the model."""
-    import os
-
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def load_radiometry(path: Path | None) -> dict[str, dict[str, object]]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, init_chip_worker, read_chip
@@ -60,6 +61,7 @@ class TrainConfig:
     augment: bool = True
     augment_strength: str = "strong"
     cutmix: float = 0.0
+    ema: float = 0.0
     workers: int = 2
     seed: int = 0
     device: str = "auto"
@@ -84,6 +86,8 @@ class TrainConfig:
             raise ConfigError(f"--class-weights must be auto or none, got {self.class_weights!r}")
         if not 0 <= self.cutmix <= 1:
             raise ConfigError(f"--cutmix is a probability in [0, 1], got {self.cutmix}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema is a decay in [0, 1) (0: off), got {self.ema}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
 
@@ -277,6 +281,11 @@ class _Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
         weight = self._class_weights(train_set, meta, device) if meta.task == "classify" else None
         criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=c.label_smoothing, ignore_index=IGNORE_INDEX)
+        # With --ema the exponential moving average of the weights is what gets validated and saved:
+        # it is smoother than the last step's weights and usually generalises better.
+        # The decay warms up (1 - (1 + step)^-2/3), so the average does not remember the random start.
+        ema = ModelEmaV3(model, decay=c.ema, use_warmup=True) if c.ema > 0 else None
+        kept = ema.module if ema is not None else model
 
         start_epoch, best_score, best_epoch, bad_epochs = 1, -math.inf, 0, 0
         best_metrics: dict[str, float] = {}
@@ -285,13 +294,16 @@ class _Trainer:
             optimizer.load_state_dict(resume_state["optimizer"])
             scheduler.load_state_dict(resume_state["scheduler"])
             scaler.load_state_dict(resume_state["scaler"])
+            if ema is not None:
+                ema.module.load_state_dict(resume_state["ema"])
             start_epoch = resume_state["epoch"] + 1
             best_score, best_epoch = resume_state["best_score"], resume_state["best_epoch"]
             bad_epochs, best_metrics = resume_state["bad_epochs"], resume_state["best_metrics"]
             _set_rng_state(resume_state["rng"])
             self.report.info(f"resuming {self.run_dir} at epoch {start_epoch}")
         else:
-            self._save_checkpoint(model, optimizer, scheduler, scaler, meta, 0, best_score, best_epoch, bad_epochs, {})
+            self._save_checkpoint(model, ema, optimizer, scheduler, scaler, meta, 0, best_score, best_epoch,
+                                  bad_epochs, {})
         self.report.info(f"training {c.model} ({_count_parameters(model) / 1e6:.2f} M parameters) on "
                          f"{len(train_set.samples)} chips, validating on {len(val_samples)}; device {device}, "
                          f"precision {precision.label}")
@@ -301,9 +313,9 @@ class _Trainer:
         try:
             for epoch in range(start_epoch, c.epochs + 1):
                 generator.manual_seed(c.seed * 1000 + epoch)
-                row = self._train_epoch(model, train_loader, optimizer, scheduler, scaler, criterion, precision, epoch,
-                                        memory_format, meta)
-                row.update(self._validate(model, val_loader, criterion, precision, memory_format, meta, epoch))
+                row = self._train_epoch(model, ema, train_loader, optimizer, scheduler, scaler, criterion, precision,
+                                        epoch, memory_format, meta)
+                row.update(self._validate(kept, val_loader, criterion, precision, memory_format, meta, epoch))
                 row["lr"] = optimizer.param_groups[0]["lr"]
                 score = row["val_miou"] if meta.task == "segment" else row["val_accuracy"]
                 improved = score > best_score
@@ -315,11 +327,11 @@ class _Trainer:
                 self._write_metrics(row, writer)
                 self.report.metrics(f"epoch {epoch}/{c.epochs}", {**row, "best": improved})
                 meta.metrics = {"epoch": epoch, **{k: float(v) for k, v in row.items()}}
-                save_model_file(self.run_dir / "checkpoints" / f"epoch-{epoch:03d}.safetensors", model, meta)
-                save_model_file(self.run_dir / LAST_MODEL, model, meta)
+                save_model_file(self.run_dir / "checkpoints" / f"epoch-{epoch:03d}.safetensors", kept, meta)
+                save_model_file(self.run_dir / LAST_MODEL, kept, meta)
                 if improved:
-                    save_model_file(self.run_dir / BEST_MODEL, model, meta)
-                self._save_checkpoint(model, optimizer, scheduler, scaler, meta, epoch, best_score, best_epoch,
+                    save_model_file(self.run_dir / BEST_MODEL, kept, meta)
+                self._save_checkpoint(model, ema, optimizer, scheduler, scaler, meta, epoch, best_score, best_epoch,
                                       bad_epochs, best_metrics)
                 if c.patience > 0 and bad_epochs >= c.patience:
                     stopped_early = True
@@ -335,7 +347,8 @@ class _Trainer:
         _plot_curves(self.run_dir / METRICS_CSV, self.run_dir / "curves.png")
         return TrainResult(self.run_dir, self.run_dir / FINAL_MODEL, best_epoch, best_metrics, epoch, stopped_early)
 
-    def _train_epoch(self, model: nn.Module, loader: DataLoader[Any], optimizer: torch.optim.Optimizer,
+    def _train_epoch(self, model: nn.Module, ema: ModelEmaV3 | None, loader: DataLoader[Any],
+                     optimizer: torch.optim.Optimizer,
                      scheduler: Any, scaler: torch.amp.GradScaler, criterion: nn.Module, precision: Precision,
                      epoch: int, memory_format: torch.memory_format, meta: ModelMeta) -> dict[str, float]:
         model.train()
@@ -360,6 +373,8 @@ class _Trainer:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if ema is not None:
+                ema.update(model, step=scheduler.last_epoch)
             total_loss += float(loss.detach()) * images.shape[0]
             seen += images.shape[0]
             if meta.task == "classify":
@@ -408,9 +423,9 @@ class _Trainer:
         weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
         return torch.tensor(weights, dtype=torch.float32, device=device)
 
-    def _save_checkpoint(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                         scaler: torch.amp.GradScaler, meta: ModelMeta, epoch: int, best_score: float, best_epoch: int,
-                         bad_epochs: int, best_metrics: dict[str, float]) -> None:
+    def _save_checkpoint(self, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
+                         scheduler: Any, scaler: torch.amp.GradScaler, meta: ModelMeta, epoch: int, best_score: float,
+                         best_epoch: int, bad_epochs: int, best_metrics: dict[str, float]) -> None:
         path = self.run_dir / LAST_CKPT
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
@@ -418,6 +433,8 @@ class _Trainer:
             "scaler": scaler.state_dict(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
             "bad_epochs": bad_epochs, "best_metrics": best_metrics, "meta": meta.to_json(), "rng": _get_rng_state(),
         }
+        if ema is not None:
+            state["ema"] = ema.module.state_dict()
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)

@@ -93,6 +93,47 @@ def test_resume_continues_exactly(folders: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_ema_model_is_saved_and_resumes_exactly(folders: Path, tmp_path: Path) -> None:
+    train(_config(folders, tmp_path / "straight", epochs=3, ema=0.99))
+    stopped = {"done": False}
+
+    def stop_in_epoch_two(event: ProgressEvent) -> None:
+        if event.kind == "metrics":
+            stopped["done"] = True
+        if event.kind == "advance" and event.task == "train" and stopped["done"]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(_config(folders, tmp_path / "split", epochs=3, ema=0.99), progress=stop_in_epoch_two)
+    assert "ema" in torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=False)
+    resume(tmp_path / "split")
+    straight = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    resumed = load_file(str(tmp_path / "split" / "last.safetensors"))
+    raw = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)["model"]
+    for key, value in straight.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+    # What is saved is the average, not the last step's weights.
+    assert any(not torch.equal(straight[k], raw[k]) for k in straight if k in raw and raw[k].is_floating_point())
+
+
+def test_batch_fetch_repeats_the_same_augmentation(folders: Path) -> None:
+    from geoclass.data.chips import ChipDataset
+    from geoclass.data.samples import load_samples
+    from geoclass.data.transforms import Augmenter, train_augmentation
+    from geoclass.models.model_file import ModelMeta
+
+    samples = load_samples(folders).samples[:6]
+    meta = ModelMeta(architecture="cnn", task="classify", classes=sorted(CLASSES), in_chans=3, chip_size=16,
+                     mean=[100.0] * 3, std=[50.0] * 3, train_dtype="uint8")
+    dataset = ChipDataset(samples, meta, None, Augmenter(train_augmentation("strong"), 255.0))
+    batch = [(i, 1234 + i) for i in range(6)]
+    first, again = dataset.__getitems__(batch), dataset.__getitems__(batch)
+    other_seed = dataset.__getitems__([(i, 99 + i) for i in range(6)])
+    for (a, la), (b, lb) in zip(first, again):
+        assert torch.equal(a, b) and int(la) == int(lb)
+    assert any(not torch.equal(a, c) for (a, _), (c, _) in zip(first, other_seed))
+
+
 def test_existing_run_needs_resume_or_overwrite(folders: Path, tmp_path: Path) -> None:
     train(_config(folders, tmp_path / "run", epochs=1))
     with pytest.raises(OutputExistsError, match="--resume"):
