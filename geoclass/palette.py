@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+
 # A qualitative palette for classes without a known colour (tab10 + tab20b, RGB 0-255).
 _PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -28,6 +30,14 @@ def colors_for_classes(classes: list[str]) -> list[tuple[int, int, int]]:
     for i, name in enumerate(classes):
         key = name.lower().replace(" ", "").replace("_", "")
         match = next((c for word, c in sorted(_NAMED_COLOURS.items(), key=lambda kv: -len(kv[0])) if word in key), None)
-        colour = match if match is not None and match not in colours else _PALETTE[i % len(_PALETTE)]
+        colour = match if match is not None and match not in colours else palette_colour(i)
         colours.append(colour)
     return colours
+
+
+def palette_colour(index: int) -> tuple[int, int, int]:
+    """The ``index``-th colour of the qualitative palette, then golden-ratio hues beyond it."""
+    if index < len(_PALETTE):
+        return _PALETTE[index]
+    r, g, b = colorsys.hsv_to_rgb(((index - len(_PALETTE)) * 0.618033988749895) % 1.0, 0.65, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)

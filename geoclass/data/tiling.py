@@ -1076,12 +1076,12 @@ tile_scene = tile
 def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Path, stride: int,
          resuming: bool, report: Reporter, started: float) -> TileResult:
     # Imported here: model_file pulls in torch, which tiling does not otherwise need.
-    from geoclass.palette import colors_for_classes as default_colors
+    from geoclass.palette import colors_for_classes
 
     segment = cfg.task == "segment"
     dtype = np.dtype(scene.dtype)
     hist_offset = int(np.iinfo(dtype).min) if dtype.kind in "ui" and dtype.itemsize <= 2 else None
-    colors = default_colors(classes) if classes else []
+    colors = colors_for_classes(classes) if classes else []
     image_writer = _ChipWriter(size=cfg.size, count=scene.count, dtype=scene.dtype, crs=scene.crs,
                                transform=scene.transform, nodata=scene.nodata,
                                descriptions=scene.band_names, level=cfg.compress_level)

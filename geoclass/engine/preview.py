@@ -17,7 +17,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from geoclass.errors import ConfigError, InputNotFoundError, RasterOpenError
-from geoclass.io.class_map import CLASS_MAP_NODATA, default_colors, read_class_metadata
+from geoclass.io.class_map import CLASS_MAP_NODATA, read_class_metadata
+from geoclass.palette import colors_for_classes
 from geoclass.io.raster_writer import check_output_path, partial_path
 
 __all__ = ["legend_entries", "render_preview"]
@@ -49,7 +50,7 @@ def _decimated(
     else:
         top = int(ids[ids != nodata].max()) + 1 if (ids != nodata).any() else 0
         names = [f"class {i}" for i in range(top)]
-        colors = default_colors(top)
+        colors = colors_for_classes(names)
     return ids, nodata, names, colors
 
 

@@ -7,7 +7,6 @@ A class map is a single-band integer GeoTIFF (uint8 in practice): the pixel valu
 
 from __future__ import annotations
 
-import colorsys
 import json
 import os
 from collections.abc import Sequence
@@ -17,12 +16,12 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from geoclass.errors import ConfigError, RasterOpenError
+from geoclass.palette import colors_for_classes
 
 __all__ = [
     "CLASSES_TAG",
     "CLASS_BAND_DESCRIPTION",
     "CLASS_MAP_NODATA",
-    "default_colors",
     "read_class_metadata",
     "write_class_metadata",
 ]
@@ -32,32 +31,6 @@ CLASS_BAND_DESCRIPTION = "class"
 CLASS_MAP_NODATA = 255
 
 Color = tuple[int, int, int]
-
-# A readable start for small class counts (water, vegetation, crop, built-up, ... look distinct).
-_BASE_PALETTE: tuple[Color, ...] = (
-    (31, 119, 180),
-    (44, 160, 44),
-    (255, 187, 120),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-    (174, 199, 232),
-    (152, 223, 138),
-)
-
-
-def default_colors(n: int) -> list[Color]:
-    """``n`` distinct RGB colours: a fixed palette, then evenly spaced hues."""
-    colors = list(_BASE_PALETTE[:n])
-    extra = n - len(colors)
-    for i in range(extra):
-        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65, 0.9)
-        colors.append((int(r * 255), int(g * 255), int(b * 255)))
-    return colors
 
 
 def write_class_metadata(dataset: Any, classes: Sequence[str], colors: Sequence[Color]) -> None:
@@ -104,7 +77,7 @@ def read_class_metadata(
 ) -> tuple[list[str], list[Color]] | None:
     """Class names and colours of a class map, or None when it carries no class names.
 
-    Colours come from band 1's colour table; without one, ``default_colors`` are returned.
+    Colours come from band 1's colour table; without one, ``geoclass.palette.colors_for_classes`` picks them.
 
     Args:
         path_or_dataset: A raster path, or an open rasterio dataset.
@@ -132,7 +105,7 @@ def read_class_metadata(
             f"{ds.name}: tag {CLASSES_TAG} is not a JSON list of class names: {text[:80]!r}"
         )
     cmap = _colormap(ds)
-    fallback = default_colors(len(names))
+    fallback = colors_for_classes(names)
     colors: list[Color] = []
     for i in range(len(names)):
         entry = cmap.get(i) if cmap else None
