@@ -6,7 +6,9 @@ Runs, in one process and on the same model, batch size, threads and memory forma
 2. **loader only**: the training DataLoader (lazy chip reads, radiometry, augmentation,
    normalisation in worker processes) iterated with no model, chips/s;
 3. **geoclass train**: a real ``geoclass.engine.train.train`` run on a subset of EuroSAT RGB
-   (2 epochs; the second epoch's images/s is used, so worker start-up is not counted).
+   (2 epochs; the second epoch's images/s is used, so worker start-up is not counted, and the
+   chips come from the decoded-chip cache the first epoch filled, as in every epoch after the
+   first of a real run; ``--no-cache`` reads the chip files every epoch).
 
 and prints ``train / bare`` (1.0 means the data path is completely hidden behind compute) and the
 data-path cost ``1 - train / bare``. On a machine with few cores the loader workers compete with
@@ -14,6 +16,7 @@ the model's own threads for the same cores, so the cost there is a CPU budget, n
 
     python bench/train_bench.py                        # compact, 1,600 chips, CPUs - 1 workers
     python bench/train_bench.py --model cnn --chips 3200 --workers 1
+    python bench/train_bench.py --no-cache             # decode every chip file every epoch
 """
 
 from __future__ import annotations
@@ -78,11 +81,15 @@ def write_subset(data: Path, chips: int, out: Path, seed: int) -> Path:
     return out
 
 
-def loader_rate(data: Path, split: Path, batch_size: int, workers: int) -> float:
-    """Chips/s of the training DataLoader alone (reads, augmentation, normalisation), second pass."""
+def loader_rate(data: Path, split: Path, batch_size: int, workers: int, cache_dir: Path | None) -> float:
+    """Chips/s of the training DataLoader alone (reads, augmentation, normalisation), second pass.
+
+    With ``cache_dir`` the first pass fills a decoded-chip cache there, as ``geoclass train`` does.
+    """
     import torch
     from torch.utils.data import DataLoader
 
+    from geoclass.data.chip_cache import ChipCache
     from geoclass.data.chips import ChipDataset, SeededSampler, init_chip_worker
     from geoclass.data.samples import load_samples
     from geoclass.data.transforms import Augmenter, train_augmentation
@@ -91,7 +98,10 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int) -> float
     samples = load_samples(data, split)
     meta = ModelMeta(architecture="compact", task="classify", classes=samples.classes, in_chans=3, chip_size=64,
                      mean=[100.0] * 3, std=[50.0] * 3, train_dtype="uint8")
-    dataset = ChipDataset(samples.samples, meta, None, Augmenter(train_augmentation("strong"), 255.0))
+    cache = None
+    if cache_dir is not None:
+        cache = ChipCache(cache_dir, [str(s.path) for s in samples.samples], (3, 64, 64), "uint8")
+    dataset = ChipDataset(samples.samples, meta, None, Augmenter(train_augmentation("strong"), 255.0), cache)
     generator = torch.Generator()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=SeededSampler(len(dataset), generator),
                         num_workers=workers, persistent_workers=workers > 0, worker_init_fn=init_chip_worker,
@@ -107,13 +117,13 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int) -> float
 
 
 def train_rate(model_name: str, data: Path, split: Path, val_split: Path, batch_size: int, workers: int,
-               run_dir: Path) -> float:
+               run_dir: Path, cache: bool) -> float:
     """Training images/s of ``geoclass train``'s second epoch (data path + step + bookkeeping)."""
     from geoclass.engine.train import TrainConfig, train
 
     config = TrainConfig(data=str(data), model=model_name, out_dir=str(run_dir), split_csv=str(split),
                          val_split_csv=str(val_split), epochs=2, batch_size=batch_size, workers=workers,
-                         augment=True, patience=0)
+                         augment=True, patience=0, cache=cache)
     train(config)
     with (run_dir / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -128,6 +138,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 1)),
                         help="loader workers (default: as geoclass train, CPUs - 1)")
+    parser.add_argument("--no-cache", dest="cache", action="store_false",
+                        help="read every chip file every epoch (train's --no-cache)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()
     if not args.data.is_dir():
@@ -140,13 +152,16 @@ def main() -> int:
         tmp_path = Path(tmp)
         split = write_subset(args.data, args.chips, tmp_path / "train.csv", seed=0)
         val_split = write_subset(args.data, 200, tmp_path / "val.csv", seed=1)
-        trained = train_rate(args.model, args.data, split, val_split, args.batch_size, args.workers, tmp_path / "run")
+        trained = train_rate(args.model, args.data, split, val_split, args.batch_size, args.workers, tmp_path / "run",
+                             args.cache)
         steps = max(10, args.chips // args.batch_size)
         bare = bare_step_rate(args.model, args.batch_size, steps)
-        loading = loader_rate(args.data, split, args.batch_size, args.workers)
+        loading = loader_rate(args.data, split, args.batch_size, args.workers,
+                              tmp_path / "cache" if args.cache else None)
 
     result = {
         "model": args.model, "chips": args.chips, "batch_size": args.batch_size, "workers": args.workers,
+        "cache": args.cache,
         "torch_threads": torch.get_num_threads(),
         "bare_step_images_per_s": round(bare, 1),
         "loader_only_chips_per_s": round(loading, 1),
@@ -157,7 +172,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"model {args.model}, batch {args.batch_size}, {args.workers} workers, {result['torch_threads']} torch threads")
+    print(f"model {args.model}, batch {args.batch_size}, {args.workers} workers, {result['torch_threads']} torch threads, "
+          f"chip cache {'on' if args.cache else 'off'}")
     print(f"bare fwd+bwd+step (in memory): {bare:8.1f} img/s")
     print(f"loader alone (read+augment):   {loading:8.1f} chips/s")
     print(f"geoclass train (epoch 2):      {trained:8.1f} img/s")

@@ -219,6 +219,15 @@ def train(
             rich_help_panel=PANEL_TRAINING,
         ),
     ] = 0.0,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache/--no-cache",
+            help="Keep decoded chips in a memory-mapped file in RUN_DIR/cache after their first read "
+            "(deleted when training ends); chip files are then opened once, not once per epoch.",
+            rich_help_panel=PANEL_RUNTIME,
+        ),
+    ] = True,
     amp: AmpOpt = "auto",
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -261,7 +270,8 @@ def train(
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, amp=amp,
             weights=_str(weights), pretrained=pretrained, label_smoothing=label_smoothing,
             class_weights=class_weights, patience=patience or 0, augment=augment,
-            cutmix=0.5 if cutmix else 0.0, ema=ema, workers=default_workers() if workers is None else workers,
+            cutmix=0.5 if cutmix else 0.0, ema=ema, cache=cache,
+            workers=default_workers() if workers is None else workers,
             seed=seed, device=device, groups=parse_groups(groups),
             radiometry=load_radiometry(radiometry), overwrite=overwrite,
         )

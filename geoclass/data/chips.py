@@ -11,6 +11,7 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from torch.utils.data import Dataset, Sampler
 
+from geoclass.data.chip_cache import ChipCache
 from geoclass.data.samples import Sample
 from geoclass.data.transforms import Augmenter
 from geoclass.errors import DatasetError
@@ -88,14 +89,16 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         meta: The model description: class list, band count, radiometry and normalisation.
         bands: 1-based bands to read from each chip (None: all).
         augment: Training augmentation, or None for evaluation.
+        cache: Decoded chips kept on disk after their first read (classification chips only).
     """
 
     def __init__(self, samples: Sequence[Sample], meta: ModelMeta, bands: Sequence[int] | None = None,
-                 augment: Augmenter | None = None) -> None:
+                 augment: Augmenter | None = None, cache: ChipCache | None = None) -> None:
         self.samples = list(samples)
         self.meta = meta
         self.bands = list(bands) if bands else None
         self.augment = augment
+        self.cache = cache if meta.task == "classify" else None
         self.class_index = {name: i for i, name in enumerate(meta.classes)}
         self.segment = meta.task == "segment"
 
@@ -130,12 +133,17 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[index]
-        raw = read_chip(str(sample.path), self.bands)
-        if raw.shape[0] != self.meta.in_chans:
-            raise DatasetError(f"{sample.path}: expected {self.meta.in_chans} bands, found {raw.shape[0]}")
-        size = self.meta.chip_size
-        if not self.segment and raw.shape[1:] != (size, size):
-            raise DatasetError(f"{sample.path}: expected a {size}x{size} chip, found {raw.shape[2]}x{raw.shape[1]}")
+        raw = self.cache.get(index) if self.cache is not None else None
+        if raw is None:
+            raw = read_chip(str(sample.path), self.bands)
+            if raw.shape[0] != self.meta.in_chans:
+                raise DatasetError(f"{sample.path}: expected {self.meta.in_chans} bands, found {raw.shape[0]}")
+            size = self.meta.chip_size
+            if not self.segment and raw.shape[1:] != (size, size):
+                raise DatasetError(f"{sample.path}: expected a {size}x{size} chip, "
+                                   f"found {raw.shape[2]}x{raw.shape[1]}")
+            if self.cache is not None:
+                self.cache.put(index, raw)
         values = self.meta.to_model_units(raw)
         mask = read_chip(str(sample.mask))[0].astype(np.uint8) if self.segment and sample.mask else None
         if self.augment is not None:

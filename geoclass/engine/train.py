@@ -18,6 +18,7 @@ from torch import nn
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
+from geoclass.data.chip_cache import ChipCache, free_disk_bytes
 from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, init_chip_worker, read_chip
 from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
 from geoclass.data.transforms import Augmenter, train_augmentation
@@ -34,6 +35,7 @@ LAST_CKPT = "checkpoints/last.ckpt"
 BEST_MODEL = "best.safetensors"
 LAST_MODEL = "last.safetensors"
 FINAL_MODEL = "model.safetensors"
+CACHE_DIR = "cache"
 
 
 @dataclass
@@ -70,6 +72,7 @@ class TrainConfig:
     radiometry: dict[str, dict[str, Any]] = field(default_factory=dict)
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = True
+    cache: bool = True
     max_stat_chips: int = 2000
     overwrite: bool = False
 
@@ -120,6 +123,7 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
         for name in (CONFIG_JSON, METRICS_CSV, BEST_MODEL, LAST_MODEL, FINAL_MODEL):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / CACHE_DIR, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     return _Trainer(config, run_dir, progress).run(resume_state=None)
 
@@ -184,6 +188,7 @@ class _Trainer:
         self.config = config
         self.run_dir = run_dir
         self.report = Reporter(progress)
+        self._caches: list[ChipCache] = []
 
     # ----------------------------------------------------------------- data
     def _sample_sets(self) -> tuple[SampleSet, list[Sample]]:
@@ -243,8 +248,9 @@ class _Trainer:
         augment = None
         if c.augment:
             augment = Augmenter(train_augmentation(c.augment_strength), meta.training_data["value_range"])
-        train_ds = ChipDataset(train_set.samples, meta, c.bands, augment)
-        val_ds = ChipDataset(val_samples, meta, c.bands, None)
+        train_cache = self._cache("train", train_set.samples, meta)
+        train_ds = ChipDataset(train_set.samples, meta, c.bands, augment, train_cache)
+        val_ds = ChipDataset(val_samples, meta, c.bands, None, self._cache("val", val_samples, meta))
         generator = torch.Generator()
         common: dict[str, Any] = {"num_workers": c.workers, "pin_memory": precision.device.type == "cuda",
                                   "worker_init_fn": _seed_worker}
@@ -254,6 +260,22 @@ class _Trainer:
                                   drop_last=len(train_ds) > c.batch_size, generator=generator, **common)
         val_loader = DataLoader(val_ds, batch_size=c.batch_size * 2, shuffle=False, **common)
         return train_loader, val_loader, generator
+
+    def _cache(self, name: str, samples: list[Sample], meta: ModelMeta) -> ChipCache | None:
+        """A decoded-chip cache in RUN_DIR/cache for classification chips, if the disk has room."""
+        if not self.config.cache or meta.task != "classify" or not samples:
+            return None
+        folder = self.run_dir / CACHE_DIR / name
+        bands = ",".join(map(str, self.config.bands or []))
+        shape = (meta.in_chans, meta.chip_size, meta.chip_size)
+        needed = len(samples) * meta.in_chans * meta.chip_size**2 * np.dtype(meta.train_dtype).itemsize
+        if needed * 1.1 > free_disk_bytes(self.run_dir):
+            self.report.info(f"not caching decoded {name} chips: they need {needed / 1e9:.1f} GB, "
+                             f"the disk of {self.run_dir} has less free")
+            return None
+        cache = ChipCache(folder, [f"{s.path}|{bands}" for s in samples], shape, meta.train_dtype)
+        self._caches.append(cache)
+        return cache
 
     # ------------------------------------------------------------- training
     def run(self, resume_state: dict[str, Any] | None) -> TrainResult:
@@ -344,6 +366,9 @@ class _Trainer:
             if writer is not None:
                 writer.close()
         shutil.copyfile(self.run_dir / BEST_MODEL, self.run_dir / FINAL_MODEL)
+        for cache in self._caches:
+            cache.remove()
+        shutil.rmtree(self.run_dir / CACHE_DIR, ignore_errors=True)
         _plot_curves(self.run_dir / METRICS_CSV, self.run_dir / "curves.png")
         return TrainResult(self.run_dir, self.run_dir / FINAL_MODEL, best_epoch, best_metrics, epoch, stopped_early)
 

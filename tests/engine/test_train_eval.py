@@ -59,6 +59,7 @@ def test_train_writes_a_complete_run_and_eval_reads_it(folders: Path, tmp_path: 
     for name in ("config.json", "metrics.csv", "model.safetensors", "best.safetensors", "last.safetensors",
                  "curves.png", "checkpoints/last.ckpt", "checkpoints/epoch-003.safetensors"):
         assert (run / name).exists(), name
+    assert not (run / "cache").exists()  # the decoded-chip cache goes when training ends
     with (run / "metrics.csv").open() as handle:
         assert [int(float(r["epoch"])) for r in csv.DictReader(handle)] == [1, 2, 3]
     meta = read_model_meta(result.model_path)
@@ -86,6 +87,7 @@ def test_resume_continues_exactly(folders: Path, tmp_path: Path) -> None:
 
     with pytest.raises(Interrupted, match="--resume"):
         train(_config(folders, tmp_path / "split", epochs=3), progress=stop_in_epoch_three)
+    assert len(list((tmp_path / "split" / "cache" / "train").glob("chips-*.npy"))) == 1  # kept for the resume
     resume(tmp_path / "split")
     straight = load_file(str(tmp_path / "straight" / "last.safetensors"))
     resumed = load_file(str(tmp_path / "split" / "last.safetensors"))
