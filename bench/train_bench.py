@@ -6,9 +6,13 @@ Runs, in one process and on the same model, batch size, threads and memory forma
 2. **loader only**: the training DataLoader (lazy chip reads, radiometry, augmentation,
    normalisation in worker processes) iterated with no model, chips/s;
 3. **geoclass train**: a real ``geoclass.engine.train.train`` run on a subset of EuroSAT RGB
-   (2 epochs; the second epoch's images/s is used, so worker start-up is not counted, and the
-   chips come from the decoded-chip cache the first epoch filled, as in every epoch after the
+   (3 epochs; the mean images/s of epochs 2 and 3 is used, so worker start-up is not counted, and
+   the chips come from the decoded-chip cache the first epoch filled, as in every epoch after the
    first of a real run; ``--no-cache`` reads the chip files every epoch).
+
+The bare step is measured just before and just after the training run and averaged: on a shared
+machine the CPU's speed drifts by 10-20% within minutes, which a single measurement would put
+into the ratio.
 
 and prints ``train / bare`` (1.0 means the data path is completely hidden behind compute) and the
 data-path cost ``1 - train / bare``. On a machine with few cores the loader workers compete with
@@ -118,16 +122,16 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int, cache_di
 
 def train_rate(model_name: str, data: Path, split: Path, val_split: Path, batch_size: int, workers: int,
                run_dir: Path, cache: bool) -> float:
-    """Training images/s of ``geoclass train``'s second epoch (data path + step + bookkeeping)."""
+    """Training images/s of ``geoclass train``, epochs 2-3 (data path + step + bookkeeping)."""
     from geoclass.engine.train import TrainConfig, train
 
     config = TrainConfig(data=str(data), model=model_name, out_dir=str(run_dir), split_csv=str(split),
-                         val_split_csv=str(val_split), epochs=2, batch_size=batch_size, workers=workers,
+                         val_split_csv=str(val_split), epochs=3, batch_size=batch_size, workers=workers,
                          augment=True, patience=0, cache=cache)
     train(config)
     with (run_dir / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    return float(rows[-1]["train_images_per_s"])
+    return sum(float(row["train_images_per_s"]) for row in rows[1:]) / len(rows[1:])
 
 
 def main() -> int:
@@ -152,10 +156,12 @@ def main() -> int:
         tmp_path = Path(tmp)
         split = write_subset(args.data, args.chips, tmp_path / "train.csv", seed=0)
         val_split = write_subset(args.data, 200, tmp_path / "val.csv", seed=1)
+        steps = max(10, args.chips // args.batch_size)
+        bare_before = bare_step_rate(args.model, args.batch_size, steps)
         trained = train_rate(args.model, args.data, split, val_split, args.batch_size, args.workers, tmp_path / "run",
                              args.cache)
-        steps = max(10, args.chips // args.batch_size)
-        bare = bare_step_rate(args.model, args.batch_size, steps)
+        bare_after = bare_step_rate(args.model, args.batch_size, steps)
+        bare = (bare_before + bare_after) / 2
         loading = loader_rate(args.data, split, args.batch_size, args.workers,
                               tmp_path / "cache" if args.cache else None)
 
@@ -164,6 +170,7 @@ def main() -> int:
         "cache": args.cache,
         "torch_threads": torch.get_num_threads(),
         "bare_step_images_per_s": round(bare, 1),
+        "bare_before_after": [round(bare_before, 1), round(bare_after, 1)],
         "loader_only_chips_per_s": round(loading, 1),
         "train_images_per_s": round(trained, 1),
         "train_over_bare": round(trained / bare, 3),
@@ -174,7 +181,7 @@ def main() -> int:
         return 0
     print(f"model {args.model}, batch {args.batch_size}, {args.workers} workers, {result['torch_threads']} torch threads, "
           f"chip cache {'on' if args.cache else 'off'}")
-    print(f"bare fwd+bwd+step (in memory): {bare:8.1f} img/s")
+    print(f"bare fwd+bwd+step (in memory): {bare:8.1f} img/s (before {bare_before:.1f}, after {bare_after:.1f})")
     print(f"loader alone (read+augment):   {loading:8.1f} chips/s")
     print(f"geoclass train (epoch 2):      {trained:8.1f} img/s")
     print(f"train / bare = {trained / bare:.3f}   data-path cost = {1 - trained / bare:.1%} (target <= 10%)")

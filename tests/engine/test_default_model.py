@@ -39,7 +39,8 @@ def test_readme_quickstart_maps_the_sample_scene(tmp_path: Path) -> None:
         names = json.loads(classes.tags()["GEOCLASS_CLASSES"])
         mapped = classes.read(1)
     water = np.isin(mapped, [names.index("River"), names.index("SeaLake")])
-    # The lake chain in the middle of the scene (checked by eye on the preview) is water ...
-    assert water[384:448, 832:960].mean() >= 0.8
+    # The lake chain in the middle of the scene (checked by eye on the preview) is water (the box
+    # is about three quarters lake; a wooded peninsula reaches into it from the north shore) ...
+    assert water[384:448, 832:960].mean() >= 0.7
     # ... and the dark winter conifer forest in the top-left corner is not.
     assert (mapped[0:64, 0:64] == names.index("Forest")).mean() >= 0.5
