@@ -45,10 +45,6 @@ class ChipCache:
         self._flags: np.ndarray | None = None
         self._create()
 
-    @property
-    def nbytes(self) -> int:
-        return self.count * int(np.prod(self.shape)) * self.dtype.itemsize
-
     def _create(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         info = self.folder / "cache.json"
@@ -93,6 +89,11 @@ class ChipCache:
         state = dict(self.__dict__)
         state["_data"] = state["_flags"] = None  # each worker maps the files itself
         return state
+
+
+def chip_cache_bytes(count: int, shape: tuple[int, int, int], dtype: str) -> int:
+    """Disk bytes a cache of ``count`` chips of ``shape`` and ``dtype`` takes (its flags aside)."""
+    return count * int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
 def free_disk_bytes(folder: str | Path) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from geoclass.data.chip_cache import ChipCache, free_disk_bytes
+from geoclass.data.chip_cache import ChipCache, chip_cache_bytes, free_disk_bytes
 from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, init_chip_worker, read_chip
 from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
 from geoclass.data.transforms import Augmenter, train_augmentation
@@ -188,7 +188,6 @@ class _Trainer:
         self.config = config
         self.run_dir = run_dir
         self.report = Reporter(progress)
-        self._caches: list[ChipCache] = []
 
     # ----------------------------------------------------------------- data
     def _sample_sets(self) -> tuple[SampleSet, list[Sample]]:
@@ -268,14 +267,12 @@ class _Trainer:
         folder = self.run_dir / CACHE_DIR / name
         bands = ",".join(map(str, self.config.bands or []))
         shape = (meta.in_chans, meta.chip_size, meta.chip_size)
-        needed = len(samples) * meta.in_chans * meta.chip_size**2 * np.dtype(meta.train_dtype).itemsize
+        needed = chip_cache_bytes(len(samples), shape, meta.train_dtype)
         if needed * 1.1 > free_disk_bytes(self.run_dir):
             self.report.info(f"not caching decoded {name} chips: they need {needed / 1e9:.1f} GB, "
                              f"the disk of {self.run_dir} has less free")
             return None
-        cache = ChipCache(folder, [f"{s.path}|{bands}" for s in samples], shape, meta.train_dtype)
-        self._caches.append(cache)
-        return cache
+        return ChipCache(folder, [f"{s.path}|{bands}" for s in samples], shape, meta.train_dtype)
 
     # ------------------------------------------------------------- training
     def run(self, resume_state: dict[str, Any] | None) -> TrainResult:
@@ -366,8 +363,6 @@ class _Trainer:
             if writer is not None:
                 writer.close()
         shutil.copyfile(self.run_dir / BEST_MODEL, self.run_dir / FINAL_MODEL)
-        for cache in self._caches:
-            cache.remove()
         shutil.rmtree(self.run_dir / CACHE_DIR, ignore_errors=True)
         _plot_curves(self.run_dir / METRICS_CSV, self.run_dir / "curves.png")
         return TrainResult(self.run_dir, self.run_dir / FINAL_MODEL, best_epoch, best_metrics, epoch, stopped_early)
