@@ -2,24 +2,26 @@
 
 Runs, in one process and on the same model, batch size, threads and memory format:
 
-1. **bare step**: forward + backward + AdamW step on a batch already in memory (the bound);
-2. **loader only**: the training DataLoader (lazy chip reads, radiometry, augmentation,
-   normalisation in worker processes) iterated with no model, chips/s;
-3. **geoclass train**: a real ``geoclass.engine.train.train`` run on a subset of EuroSAT RGB
-   (3 epochs; the mean images/s of epochs 2 and 3 is used, so worker start-up is not counted, and
-   the chips come from the decoded-chip cache the first epoch filled, as in every epoch after the
-   first of a real run; ``--no-cache`` reads the chip files every epoch).
+1. **geoclass train**: a real ``geoclass.engine.train.train`` run on a subset of EuroSAT RGB, cut
+   into many short epochs (10 batches each by default). Epoch 1 (worker start-up, filling the
+   decoded-chip cache) is not counted; later epochs read the cache, as every epoch after the
+   first of a real run does (``--no-cache``: read the chip files every epoch).
+2. **bare step**, interleaved: whenever an epoch's training ends (at the start of its validation,
+   outside the epoch's timing, with the loader workers idle) the bench runs the same number of
+   forward + backward + AdamW steps of a second copy of the model on one batch already in memory.
+   Each training epoch is compared with the mean of the bare blocks just before and just after
+   it. On a shared machine the CPU's speed drifts by 10-40% within a minute; measuring the bound
+   before and after a whole run put that drift into the ratio, interleaving cancels most of it.
+3. **loader only**: the training DataLoader (cached chips, augmentation, normalisation in worker
+   processes) iterated with no model, chips/s.
 
-The bare step is measured just before and just after the training run and averaged: on a shared
-machine the CPU's speed drifts by 10-20% within minutes, which a single measurement would put
-into the ratio.
+It prints ``train / bare`` per epoch pair, their median and the ratio of the totals (1.0 means the
+data path is completely hidden behind compute), and the data-path cost ``1 - train / bare``. On a
+machine with few cores the loader workers compete with the model's own threads for the same
+cores, so the cost there is a CPU budget, not latency.
 
-and prints ``train / bare`` (1.0 means the data path is completely hidden behind compute) and the
-data-path cost ``1 - train / bare``. On a machine with few cores the loader workers compete with
-the model's own threads for the same cores, so the cost there is a CPU budget, not latency.
-
-    python bench/train_bench.py                        # compact, 1,600 chips, CPUs - 1 workers
-    python bench/train_bench.py --model cnn --chips 3200 --workers 1
+    python bench/train_bench.py                        # compact, 12 x 640 chips, CPUs - 1 workers
+    python bench/train_bench.py --model cnn --epochs 20 --workers 1
     python bench/train_bench.py --no-cache             # decode every chip file every epoch
 """
 
@@ -30,6 +32,7 @@ import csv
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -38,33 +41,33 @@ from pathlib import Path
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eurosat-rgb"
 
 
-def bare_step_rate(model_name: str, batch_size: int, steps: int, num_classes: int = 10) -> float:
-    """Images/s of forward + backward + AdamW on one in-memory batch, channels_last, fp32 on CPU."""
-    import torch
-    from torch import nn
+class BareStep:
+    """Forward + backward + AdamW of a model on one in-memory batch, channels_last, fp32 on CPU."""
 
-    from geoclass.models.registry import create_model
+    def __init__(self, model_name: str, batch_size: int, num_classes: int = 10) -> None:
+        import torch
+        from torch import nn
 
-    torch.manual_seed(0)
-    model = create_model(model_name, num_classes, 3, chip_size=64).to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-    images = torch.randn(batch_size, 3, 64, 64).to(memory_format=torch.channels_last)
-    targets = torch.randint(0, num_classes, (batch_size,))
+        from geoclass.models.registry import create_model
 
-    def step() -> None:
-        loss = criterion(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.model = create_model(model_name, num_classes, 3, chip_size=64).to(memory_format=torch.channels_last)
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.05)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(batch_size, 3, 64, 64, generator=generator).to(memory_format=torch.channels_last)
+        self.targets = torch.randint(0, num_classes, (batch_size,), generator=generator)
+        self.run(3)  # warm-up
 
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch_size / (time.perf_counter() - start)
+    def run(self, steps: int) -> float:
+        """Images/s over ``steps`` steps."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = self.criterion(self.model(self.images), self.targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return steps * self.images.shape[0] / (time.perf_counter() - start)
 
 
 def write_subset(data: Path, chips: int, out: Path, seed: int) -> Path:
@@ -96,7 +99,7 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int, cache_di
     from geoclass.data.chip_cache import ChipCache
     from geoclass.data.chips import ChipDataset, SeededSampler, init_chip_worker
     from geoclass.data.samples import load_samples
-    from geoclass.data.transforms import Augmenter, train_augmentation
+    from geoclass.data.transforms import Augmenter
     from geoclass.models.model_file import ModelMeta
 
     samples = load_samples(data, split)
@@ -105,7 +108,7 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int, cache_di
     cache = None
     if cache_dir is not None:
         cache = ChipCache(cache_dir, [str(s.path) for s in samples.samples], (3, 64, 64), "uint8")
-    dataset = ChipDataset(samples.samples, meta, None, Augmenter(train_augmentation("strong"), 255.0), cache)
+    dataset = ChipDataset(samples.samples, meta, None, Augmenter("strong", 255.0), cache)
     generator = torch.Generator()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=SeededSampler(len(dataset), generator),
                         num_workers=workers, persistent_workers=workers > 0, worker_init_fn=init_chip_worker,
@@ -120,25 +123,41 @@ def loader_rate(data: Path, split: Path, batch_size: int, workers: int, cache_di
     return rate
 
 
-def train_rate(model_name: str, data: Path, split: Path, val_split: Path, batch_size: int, workers: int,
-               run_dir: Path, cache: bool) -> float:
-    """Training images/s of ``geoclass train``, epochs 2-3 (data path + step + bookkeeping)."""
+def interleaved_rates(model_name: str, data: Path, split: Path, val_split: Path, batch_size: int, workers: int,
+                      epochs: int, run_dir: Path, cache: bool) -> list[tuple[float, float]]:
+    """(train images/s, bare images/s) for epochs 2..``epochs`` of a ``geoclass train`` run.
+
+    The bare rate of epoch e is the mean of the bare blocks run right before and right after it.
+    """
     from geoclass.engine.train import TrainConfig, train
+    from geoclass.progress import ProgressEvent
+
+    bare = BareStep(model_name, batch_size)
+    steps = 0
+    blocks: list[float] = []
+
+    def between_epochs(event: ProgressEvent) -> None:
+        nonlocal steps
+        if event.kind == "start" and event.task == "train":
+            steps = int(event.total or 1)
+        elif event.kind == "start" and event.task == "val":
+            blocks.append(bare.run(steps))
 
     config = TrainConfig(data=str(data), model=model_name, out_dir=str(run_dir), split_csv=str(split),
-                         val_split_csv=str(val_split), epochs=3, batch_size=batch_size, workers=workers,
+                         val_split_csv=str(val_split), epochs=epochs, batch_size=batch_size, workers=workers,
                          augment=True, patience=0, cache=cache)
-    train(config)
+    train(config, progress=between_epochs)
     with (run_dir / "metrics.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    return sum(float(row["train_images_per_s"]) for row in rows[1:]) / len(rows[1:])
+        trained = [float(row["train_images_per_s"]) for row in csv.DictReader(handle)]
+    return [(trained[e], (blocks[e - 1] + blocks[e]) / 2) for e in range(1, len(trained))]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="EuroSAT-style class folders")
     parser.add_argument("--model", default="compact")
-    parser.add_argument("--chips", type=int, default=1600, help="training chips per epoch")
+    parser.add_argument("--chips", type=int, default=640, help="training chips per epoch")
+    parser.add_argument("--epochs", type=int, default=13, help="epochs (the first is not counted)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=max(0, min(4, (os.cpu_count() or 1) - 1)),
                         help="loader workers (default: as geoclass train, CPUs - 1)")
@@ -149,42 +168,49 @@ def main() -> int:
     if not args.data.is_dir():
         print(f"{args.data}: EuroSAT RGB folder not found (pass --data)", file=sys.stderr)
         return 2
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first is not counted)")
 
     import torch
 
     with tempfile.TemporaryDirectory(prefix="geoclass-train-bench-") as tmp:
         tmp_path = Path(tmp)
         split = write_subset(args.data, args.chips, tmp_path / "train.csv", seed=0)
-        val_split = write_subset(args.data, 200, tmp_path / "val.csv", seed=1)
-        steps = max(10, args.chips // args.batch_size)
-        bare_before = bare_step_rate(args.model, args.batch_size, steps)
-        trained = train_rate(args.model, args.data, split, val_split, args.batch_size, args.workers, tmp_path / "run",
-                             args.cache)
-        bare_after = bare_step_rate(args.model, args.batch_size, steps)
-        bare = (bare_before + bare_after) / 2
+        val_split = write_subset(args.data, 64, tmp_path / "val.csv", seed=1)
+        pairs = interleaved_rates(args.model, args.data, split, val_split, args.batch_size, args.workers,
+                                  args.epochs, tmp_path / "run", args.cache)
         loading = loader_rate(args.data, split, args.batch_size, args.workers,
                               tmp_path / "cache" if args.cache else None)
 
+    ratios = sorted(t / b for t, b in pairs)
+    median = statistics.median(ratios)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [median, median, median]
+    # Equal images per epoch: the ratio of total rates is the ratio of harmonic means.
+    overall = statistics.harmonic_mean([t for t, _ in pairs]) / statistics.harmonic_mean([b for _, b in pairs])
     result = {
-        "model": args.model, "chips": args.chips, "batch_size": args.batch_size, "workers": args.workers,
-        "cache": args.cache,
+        "model": args.model, "chips_per_epoch": args.chips, "epochs_counted": len(pairs),
+        "batch_size": args.batch_size, "workers": args.workers, "cache": args.cache,
         "torch_threads": torch.get_num_threads(),
-        "bare_step_images_per_s": round(bare, 1),
-        "bare_before_after": [round(bare_before, 1), round(bare_after, 1)],
+        "train_images_per_s": [round(t, 1) for t, _ in pairs],
+        "bare_step_images_per_s": [round(b, 1) for _, b in pairs],
         "loader_only_chips_per_s": round(loading, 1),
-        "train_images_per_s": round(trained, 1),
-        "train_over_bare": round(trained / bare, 3),
-        "data_path_cost": round(1 - trained / bare, 3),
+        "train_over_bare_median": round(median, 3),
+        "train_over_bare_quartiles": [round(quartiles[0], 3), round(quartiles[2], 3)],
+        "train_over_bare_overall": round(overall, 3),
+        "data_path_cost": round(1 - median, 3),
     }
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"model {args.model}, batch {args.batch_size}, {args.workers} workers, {result['torch_threads']} torch threads, "
-          f"chip cache {'on' if args.cache else 'off'}")
-    print(f"bare fwd+bwd+step (in memory): {bare:8.1f} img/s (before {bare_before:.1f}, after {bare_after:.1f})")
-    print(f"loader alone (read+augment):   {loading:8.1f} chips/s")
-    print(f"geoclass train (epoch 2):      {trained:8.1f} img/s")
-    print(f"train / bare = {trained / bare:.3f}   data-path cost = {1 - trained / bare:.1%} (target <= 10%)")
+          f"chip cache {'on' if args.cache else 'off'}; {len(pairs)} epochs of {args.chips} chips counted")
+    print(f"{'epoch':>5} {'train img/s':>12} {'bare img/s':>11} {'train/bare':>11}")
+    for epoch, (t, b) in enumerate(pairs, start=2):
+        print(f"{epoch:>5} {t:12.1f} {b:11.1f} {t / b:11.3f}")
+    print(f"loader alone (read+augment): {loading:.1f} chips/s")
+    print(f"train / bare: median {median:.3f} (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}), "
+          f"all epochs {overall:.3f}")
+    print(f"data-path cost = {1 - median:.1%} (target <= 10%)")
     return 0
 
 

@@ -14,6 +14,10 @@
 # 4. Evaluate on val (10 classes, and agri vs other) and copy the model into the package.
 # 5. The grouped agri-vs-other model (not shipped): 3 epochs from the 10-class model with
 #    --group, for the ROC-AUC the reference project reports (0.984).
+# The shipped weights were trained with the per-chip albumentations version of the augmentation;
+# today's batched version has the same steps and ranges but draws differently (uniform over the
+# eight flips/rotations, uniform instead of Gaussian noise), so a rebuild is the same recipe
+# statistically, not bit for bit.
 # On a 2-core CPU one epoch takes ~1.5-2 minutes (about two and a half hours in all); interrupt
 # and continue a stage with
 #   geoclass train --resume RUN_DIR

@@ -109,10 +109,7 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return np.array([self.class_index[s.label] for s in self.samples], dtype=np.int64)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(index, tuple):
-            index, seed = index
-            self._seed(seed)
-        return self._load(index)
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int | tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """A whole batch, which the DataLoader fetches in one call.
@@ -120,18 +117,29 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         With ``(index, seed)`` pairs from :class:`SeededSampler` the augmentation is seeded once per
         batch with the first pair's seed: the sampler fixes every batch's members and order, so a
         batch's augmentations still depend only on the run's seed and epoch, whichever worker reads
-        it, and a resumed run repeats them exactly. (Reseeding albumentations costs more than
-        augmenting a 64x64 chip, so doing it per chip was a third of the data path.)
+        it, and a resumed run repeats them exactly. (Reseeding costs more than augmenting a 64x64
+        chip, so doing it per chip was a third of the data path.)
         """
-        if indices and isinstance(indices[0], tuple):
-            self._seed(indices[0][1])
-        return [self._load(i[0] if isinstance(i, tuple) else i) for i in indices]
+        if indices and isinstance(indices[0], tuple) and self.augment is not None:
+            self.augment.seed(indices[0][1])
+        positions = [i[0] if isinstance(i, tuple) else i for i in indices]
+        chips = [self._load(i) for i in positions]
+        labels = [mask if mask is not None else self.class_index[self.samples[i].label]
+                  for i, (_, mask) in zip(positions, chips)]
+        if self.augment is None:  # chips of a segmentation set may differ in size
+            images = [self.meta.normalize(self.meta.to_model_units(raw)) for raw, _ in chips]
+        else:
+            batch = self.meta.to_model_units(np.stack([raw for raw, _ in chips]))
+            masks = np.stack(labels) if self.segment else None
+            batch, masks = self.augment(batch, masks)
+            images = list(self.meta.normalize(batch, out=batch))
+            if masks is not None:
+                labels = list(masks)
+        return [(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), self._target(label))
+                for image, label in zip(images, labels)]
 
-    def _seed(self, seed: int) -> None:
-        if self.augment is not None:
-            self.augment.pipeline.set_random_seed(seed)
-
-    def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """One chip's raw pixels, and its mask for segmentation."""
         sample = self.samples[index]
         raw = self.cache.get(index) if self.cache is not None else None
         if raw is None:
@@ -144,13 +152,14 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                                    f"found {raw.shape[2]}x{raw.shape[1]}")
             if self.cache is not None:
                 self.cache.put(index, raw)
-        values = self.meta.to_model_units(raw)
-        mask = read_chip(str(sample.mask))[0].astype(np.uint8) if self.segment and sample.mask else None
-        if self.augment is not None:
-            values, mask = self.augment(values, mask)
-        image = torch.from_numpy(np.ascontiguousarray(self.meta.normalize(values), dtype=np.float32))
+        mask = None
         if self.segment:
-            if mask is None:
+            if not sample.mask:
                 raise DatasetError(f"{sample.path}: segmentation chip without a mask")
-            return image, torch.from_numpy(mask.astype(np.int64))
-        return image, torch.tensor(self.class_index[sample.label], dtype=torch.int64)
+            mask = read_chip(str(sample.mask))[0].astype(np.uint8)
+        return raw, mask
+
+    def _target(self, label: np.ndarray | int) -> torch.Tensor:
+        if isinstance(label, np.ndarray):
+            return torch.from_numpy(label.astype(np.int64))
+        return torch.tensor(label, dtype=torch.int64)

@@ -96,16 +96,20 @@ class ModelMeta:
             raise BandError(f"{where}: the model expects {self.in_chans} bands ({names}), found {count}")
 
     def to_model_units(self, array: np.ndarray, dtype: str | None = None) -> np.ndarray:
-        """Raw (bands, h, w) pixels -> float32 in the units the model was trained on."""
-        self.check_bands(array.shape[0])
+        """Raw (bands, h, w) pixels, or a batch of them, -> float32 in the units the model was trained on."""
+        self.check_bands(array.shape[-3])
         radiometry = self.radiometry_for(dtype or array.dtype.name)
         return radiometry.apply(array) if radiometry else array.astype(np.float32)
 
-    def normalize(self, values: np.ndarray) -> np.ndarray:
-        """Model units -> zero-mean, unit-variance input (per band)."""
+    def normalize(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Model units -> zero-mean, unit-variance input (per band); (bands, h, w) or a batch.
+
+        ``out=values`` normalises a float32 array in place.
+        """
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
-        return (values - mean) / std
+        out = np.subtract(values, mean, out=out, dtype=np.float32)
+        return np.divide(out, std, out=out)
 
     def preprocess(self, array: np.ndarray, dtype: str | None = None) -> np.ndarray:
         """Raw (bands, h, w) pixels -> normalised float32 model input, exactly as in training.

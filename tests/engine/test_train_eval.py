@@ -121,13 +121,13 @@ def test_ema_model_is_saved_and_resumes_exactly(folders: Path, tmp_path: Path) -
 def test_batch_fetch_repeats_the_same_augmentation(folders: Path) -> None:
     from geoclass.data.chips import ChipDataset
     from geoclass.data.samples import load_samples
-    from geoclass.data.transforms import Augmenter, train_augmentation
+    from geoclass.data.transforms import Augmenter
     from geoclass.models.model_file import ModelMeta
 
     samples = load_samples(folders).samples[:6]
     meta = ModelMeta(architecture="cnn", task="classify", classes=sorted(CLASSES), in_chans=3, chip_size=16,
                      mean=[100.0] * 3, std=[50.0] * 3, train_dtype="uint8")
-    dataset = ChipDataset(samples, meta, None, Augmenter(train_augmentation("strong"), 255.0))
+    dataset = ChipDataset(samples, meta, None, Augmenter("strong", 255.0))
     batch = [(i, 1234 + i) for i in range(6)]
     first, again = dataset.__getitems__(batch), dataset.__getitems__(batch)
     other_seed = dataset.__getitems__([(i, 99 + i) for i in range(6)])
