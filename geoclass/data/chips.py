@@ -129,6 +129,10 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if self.augment is None:  # chips of a segmentation set may differ in size
             images = [self.meta.normalize(self.meta.to_model_units(raw)) for raw, _ in chips]
         else:
+            sizes = {raw.shape for raw, _ in chips}
+            if len(sizes) > 1:
+                raise DatasetError(f"{self.samples[positions[0]].path}: the chips of a training batch differ in size "
+                                   f"({', '.join(sorted(str(s) for s in sizes))}); cut the data with one chip size")
             batch = self.meta.to_model_units(np.stack([raw for raw, _ in chips]))
             masks = np.stack(labels) if self.segment else None
             batch, masks = self.augment(batch, masks)
