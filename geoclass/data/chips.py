@@ -161,6 +161,9 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             if not sample.mask:
                 raise DatasetError(f"{sample.path}: segmentation chip without a mask")
             mask = read_chip(str(sample.mask))[0].astype(np.uint8)
+            if mask.shape != raw.shape[1:]:
+                raise DatasetError(f"{sample.mask}: expected a {raw.shape[2]}x{raw.shape[1]} mask like its chip "
+                                   f"{sample.path.name}, found {mask.shape[1]}x{mask.shape[0]}")
         return raw, mask
 
     def _target(self, label: np.ndarray | int) -> torch.Tensor:

@@ -9,11 +9,14 @@ Everything works for any band count and is drawn independently per chip.
 The loader workers share the CPU with training, so a batch is augmented at once and every draw
 comes from one numpy generator: flips, rotations and the radiometric steps are numpy operations
 on the whole batch, and only the chips drawn for a warp or a blur go, one by one, through
-albumentations' functional warp and convolution. (Its transform objects cost ~0.2-0.3 ms per
-call on a 64x64 chip, ten times the warp itself; calling them for every chip and step made
-augmentation the larger part of the data path.)
+albumentations' functional affine warp and OpenCV's separable filter. (albumentations' transform
+objects cost ~0.2-0.3 ms per call on a 64x64 chip, ten times the warp itself; calling them for
+every chip and step made augmentation the larger part of the data path.)
 
-Images are augmented in ``[0, 1]`` units: model units divided by the model's value range.
+Images are augmented in ``[0, 1]`` units: model units divided by the model's value range (255 for
+8-bit data; for other data a bright percentile, which real pixels may exceed: they are clipped
+only at what the data type can hold, never at 1). The radiometric steps assume non-negative,
+reflectance-like values.
 """
 
 from __future__ import annotations
@@ -22,9 +25,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from albumentations.augmentations.blur.functional import create_gaussian_kernel_1d
 from albumentations.augmentations.geometric.functional import center, create_affine_transformation_matrix, warp_affine
-from albumentations.augmentations.pixel.functional import separable_convolve
 
 SQRT12 = float(np.sqrt(12.0))
 
@@ -33,7 +34,7 @@ SQRT12 = float(np.sqrt(12.0))
 class RadiometricJitter:
     """Radiometric augmentation of a batch in ``[0, 1]`` units, drawn independently per chip.
 
-    Steps in order, each with its own probability and clipped to ``[0, 1]``: gain (whole chip)
+    Steps in order, each with its own probability and clipped to ``[0, ceiling]``: gain (whole chip)
     and tint (per band) multiply, ``x * (1 + c) + b`` (contrast about zero and brightness, as
     albumentations' RandomBrightnessContrast does on float images), gamma ``x ** g``, haze
     ``x * (1 - a) + a * level``, and zero-mean noise per pixel and band.
@@ -54,8 +55,11 @@ class RadiometricJitter:
     noise_std: tuple[float, float] = (0.0, 0.02)
     noise_p: float = 0.2
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Jitter a float32 (n, bands, h, w) batch in place and return it."""
+    def __call__(self, images: np.ndarray, rng: np.random.Generator, ceiling: float = 1.0) -> np.ndarray:
+        """Jitter a float32 (n, bands, h, w) batch in place and return it.
+
+        ``ceiling`` is the largest value the data can hold (1.0 for 8-bit data in ``[0, 1]`` units).
+        """
         n, bands = images.shape[:2]
 
         def draw(limits: tuple[float, float], count: int, per_band: bool = False) -> np.ndarray:
@@ -67,12 +71,12 @@ class RadiometricJitter:
         picked = _chosen(rng, n, self.tint_p)
         scale[picked] *= draw(self.tint, len(picked), per_band=True)
         images *= scale
-        np.clip(images, 0.0, 1.0, out=images)
+        np.clip(images, 0.0, ceiling, out=images)
 
         picked = _chosen(rng, n, self.brightness_contrast_p)
         if len(picked):
             alpha = 1.0 + draw(self.contrast, len(picked))
-            images[picked] = np.clip(images[picked] * alpha + draw(self.brightness, len(picked)), 0.0, 1.0)
+            images[picked] = np.clip(images[picked] * alpha + draw(self.brightness, len(picked)), 0.0, ceiling)
         picked = _chosen(rng, n, self.gamma_p)
         if len(picked):
             images[picked] = np.power(images[picked], draw(self.gamma, len(picked)))
@@ -86,7 +90,7 @@ class RadiometricJitter:
             # not matter, and numpy draws it 4x faster than Gaussian noise.
             noise = rng.random((len(picked), *images.shape[1:]), dtype=np.float32) - np.float32(0.5)
             noise *= draw(self.noise_std, len(picked)) * SQRT12
-            images[picked] = np.clip(images[picked] + noise, 0.0, 1.0)
+            images[picked] = np.clip(images[picked] + noise, 0.0, ceiling)
         return images
 
 
@@ -99,9 +103,11 @@ def dihedral(images: np.ndarray, masks: np.ndarray | None, rng: np.random.Genera
     """Flip and rotate every chip by its own random element of the square's symmetry group, in place.
 
     The 8 elements (4 rotations, each with or without a flip) are equally likely; chips sharing
-    one are transformed in one numpy call.
+    one are transformed in one numpy call. Non-square chips only turn by 0 or 180 degrees.
     """
     elements = rng.integers(0, 8, len(images))
+    if images.shape[-2] != images.shape[-1]:
+        elements &= ~1  # 90 and 270 degrees would swap height and width
     for element in np.unique(elements[elements > 0]):
         picked = np.flatnonzero(elements == element)
         rotations, flip = int(element) % 4, element >= 4
@@ -119,7 +125,8 @@ class SpatialJitter:
     """Small affine warps (as albumentations' Affine, reflecting at the border) and 3x3 Gaussian blur.
 
     Each chip is warped with probability ``warp_p`` by its own scale, shift (a fraction of the
-    chip size) and rotation (degrees), and blurred with probability ``blur_p``.
+    chip size) and rotation (degrees), and blurred with probability ``blur_p``. Neither clips:
+    both are weighted means of the chip's own pixels, so they work in any units.
     """
 
     scale: tuple[float, float] = (0.9, 1.1)
@@ -130,7 +137,7 @@ class SpatialJitter:
     blur_p: float = 0.1
 
     def __call__(self, images: np.ndarray, masks: np.ndarray | None, rng: np.random.Generator) -> None:
-        """Warp and blur chips of a float32 (n, bands, h, w) batch in ``[0, 1]`` and their (n, h, w) masks in place."""
+        """Warp and blur chips of a float32 (n, bands, h, w) batch and their (n, h, w) masks in place."""
         n, _, height, width = images.shape
         for i in _chosen(rng, n, self.warp_p):
             scale = rng.uniform(*self.scale)
@@ -142,8 +149,9 @@ class SpatialJitter:
             if masks is not None:
                 masks[i] = warp_affine(masks[i], matrix, cv2.INTER_NEAREST, 0, cv2.BORDER_REFLECT_101, (height, width))
         for i in _chosen(rng, n, self.blur_p):
-            kernel = create_gaussian_kernel_1d(rng.uniform(*self.blur_sigma), 3)
-            blurred = separable_convolve(_hwc(images[i]), kernel=kernel)
+            # OpenCV directly: albumentations' float convolution clips to [0, 1].
+            kernel = cv2.getGaussianKernel(3, rng.uniform(*self.blur_sigma), cv2.CV_32F)
+            blurred = cv2.sepFilter2D(_hwc(images[i]), -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
             images[i] = np.moveaxis(blurred.reshape(height, width, -1), -1, 0)
 
 
@@ -155,15 +163,18 @@ class Augmenter:
     Args:
         strength: ``strong`` (geometry and radiometry) or ``light`` (flips and rotations only).
         value_range: Model units that map to 1.0 (255 for 8-bit trained models).
+        max_value: The largest value the data can hold, in model units (255 for 8-bit data, the
+            type's maximum for other integer data, ``inf`` for floats); default ``value_range``.
     """
 
-    def __init__(self, strength: str, value_range: float) -> None:
+    def __init__(self, strength: str, value_range: float, max_value: float | None = None) -> None:
         if strength not in ("strong", "light"):
             raise ValueError(f"augmentation strength must be 'strong' or 'light', not {strength!r}")
         self.strong = strength == "strong"
         self.spatial = SpatialJitter()
         self.radiometric = RadiometricJitter()
         self.value_range = float(value_range)
+        self.ceiling = (float(max_value) if max_value is not None else self.value_range) / self.value_range
         self.rng = np.random.default_rng(0)
 
     def seed(self, seed: int) -> None:
@@ -177,11 +188,17 @@ class Augmenter:
         out_masks = None if masks is None else masks.copy()
         dihedral(out, out_masks, self.rng)
         if self.strong:
-            out *= 1.0 / self.value_range  # albumentations' float functions expect [0, 1]
+            out *= 1.0 / self.value_range
             self.spatial(out, out_masks, self.rng)
-            self.radiometric(out, self.rng)
+            self.radiometric(out, self.rng, self.ceiling)
             out *= self.value_range
         return out, out_masks
+
+
+def max_value_of(dtype: str) -> float:
+    """The largest value data of ``dtype`` can hold (``inf`` for floating-point data)."""
+    kind = np.dtype(dtype)
+    return float(np.iinfo(kind).max) if np.issubdtype(kind, np.integer) else float("inf")
 
 
 def _hwc(chip: np.ndarray) -> np.ndarray:

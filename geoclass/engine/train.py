@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from geoclass.data.chip_cache import ChipCache, chip_cache_bytes, free_disk_bytes
 from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, init_chip_worker, read_chip
 from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
-from geoclass.data.transforms import Augmenter
+from geoclass.data.transforms import Augmenter, max_value_of
 from geoclass.engine.device import Precision, select_device, select_precision
 from geoclass.engine.metrics import classification_summary, segmentation_summary
 from geoclass.errors import ConfigError, DatasetError, InputNotFoundError, Interrupted, OutputExistsError
@@ -93,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"--ema is a decay in [0, 1) (0: off), got {self.ema}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+        if self.augment_strength not in ("strong", "light"):
+            raise ConfigError(f"augment_strength must be strong or light, got {self.augment_strength!r}")
 
 
 @dataclass
@@ -246,7 +248,7 @@ class _Trainer:
         c = self.config
         augment = None
         if c.augment:
-            augment = Augmenter(c.augment_strength, meta.training_data["value_range"])
+            augment = Augmenter(c.augment_strength, meta.training_data["value_range"], max_value_of(meta.train_dtype))
         train_cache = self._cache("train", train_set.samples, meta)
         train_ds = ChipDataset(train_set.samples, meta, c.bands, augment, train_cache)
         val_ds = ChipDataset(val_samples, meta, c.bands, None, self._cache("val", val_samples, meta))

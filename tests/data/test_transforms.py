@@ -8,12 +8,12 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from geoclass.data.transforms import Augmenter, RadiometricJitter, SpatialJitter
+from geoclass.data.transforms import Augmenter, RadiometricJitter, SpatialJitter, dihedral, max_value_of
 
 NOTHING = RadiometricJitter(gain_p=0, tint_p=0, brightness_contrast_p=0, gamma_p=0, haze_p=0, noise_p=0)
 
 
-@pytest.mark.parametrize("bands", [3, 13])
+@pytest.mark.parametrize("bands", [1, 3, 5, 13])
 def test_augmentation_is_reproducible_and_keeps_range(bands: int) -> None:
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (8, bands, 64, 64)).astype(np.float32)
@@ -123,3 +123,37 @@ def test_strong_augmentation_never_flattens_a_chip() -> None:
         augment.seed(seed)
         out, _ = augment(chips)
         assert np.all(out.std(axis=(1, 2, 3)) > 1.0)
+
+
+def test_warped_masks_stay_on_their_pixels() -> None:
+    rng = np.random.default_rng(5)
+    masks = np.kron(rng.integers(0, 4, (6, 4, 4)), np.ones((8, 8), int)).astype(np.uint8)  # 8x8 blocks, 32x32
+    images = np.repeat(masks[:, None] / 4.0, 2, axis=1).astype(np.float32)
+    SpatialJitter(warp_p=1, blur_p=0)(images, masks, np.random.default_rng(0))
+    level = images[:, 0] * 4
+    # Away from block edges the image is not interpolated; on an edge an interpolated value can
+    # still land on a class level (halfway between 0 and 2), hence 98%, not all.
+    inside = np.isclose(level, np.round(level), atol=1e-4)
+    assert inside.mean() > 0.6
+    assert np.mean(np.round(level[inside]).astype(np.uint8) == masks[inside]) > 0.98
+
+
+def test_non_square_chips_keep_their_shape() -> None:
+    images = np.arange(16 * 2 * 4 * 8, dtype=np.float32).reshape(16, 2, 4, 8)
+    out = images.copy()
+    dihedral(out, None, np.random.default_rng(0))
+    for chip, original in zip(out, images):
+        assert any(np.array_equal(chip, candidate)
+                   for candidate in (original, original[..., ::-1], original[..., ::-1, :], original[..., ::-1, ::-1]))
+    augment = Augmenter("strong", 255.0)
+    assert augment(np.full((4, 3, 16, 24), 100.0, np.float32))[0].shape == (4, 3, 16, 24)
+
+
+def test_bright_pixels_are_clipped_only_at_what_the_data_type_holds() -> None:
+    chips = np.full((32, 4, 8, 8), 5000.0, np.float32)  # uint16 data, value range (a bright percentile) 3000
+    augment = Augmenter("strong", value_range=3000.0, max_value=max_value_of("uint16"))
+    augment.seed(0)
+    out, _ = augment(chips)
+    assert out.max() > 3000.0 and np.median(out) > 3000.0
+    assert Augmenter("light", 3000.0)(chips)[0].max() == 5000.0
+    assert max_value_of("uint8") == 255.0 and max_value_of("float32") == float("inf")

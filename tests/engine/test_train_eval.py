@@ -225,3 +225,13 @@ def test_real_eurosat_smoke(tmp_path: Path) -> None:
     assert len(meta.classes) == 10 and meta.chip_size == 64 and meta.train_dtype == "uint8"
     report = evaluate(EvalConfig(data=str(root), model=str(result.model_path), split_csv=str(small), workers=0))
     assert report["samples"] == 120
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"epochs": 0}, "--epochs"), ({"ema": 1.0}, "--ema"), ({"augment_strength": "heavy"}, "strong or light"),
+])
+def test_bad_settings_are_config_errors(folders: Path, tmp_path: Path, change: dict[str, object], message: str) -> None:
+    from geoclass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        train(_config(folders, tmp_path / "run", **change))
