@@ -16,7 +16,8 @@ every chip and step made augmentation the larger part of the data path.)
 Images are augmented in ``[0, 1]`` units: model units divided by the model's value range (255 for
 8-bit data; for other data a bright percentile, which real pixels may exceed: they are clipped
 only at what the data type can hold, never at 1). The radiometric steps assume non-negative,
-reflectance-like values.
+reflectance-like values; data with negative values (SAR backscatter in dB, indices) gets the
+geometric steps only.
 """
 
 from __future__ import annotations
@@ -165,15 +166,17 @@ class Augmenter:
         value_range: Model units that map to 1.0 (255 for 8-bit trained models).
         max_value: The largest value the data can hold, in model units (255 for 8-bit data, the
             type's maximum for other integer data, ``inf`` for floats); default ``value_range``.
+        radiometric: False skips the radiometric steps (for data that is not reflectance-like).
     """
 
-    def __init__(self, strength: str, value_range: float, max_value: float | None = None) -> None:
+    def __init__(self, strength: str, value_range: float, max_value: float | None = None,
+                 radiometric: bool = True) -> None:
         if strength not in ("strong", "light"):
             raise ValueError(f"augmentation strength must be 'strong' or 'light', not {strength!r}")
         self.strong = strength == "strong"
         self.spatial = SpatialJitter()
-        self.radiometric = RadiometricJitter()
-        self.value_range = float(value_range)
+        self.radiometric = RadiometricJitter() if radiometric else None
+        self.value_range = float(value_range) if value_range > 0 else 1.0  # e.g. SAR dB: all negative
         self.ceiling = (float(max_value) if max_value is not None else self.value_range) / self.value_range
         self.rng = np.random.default_rng(0)
 
@@ -190,7 +193,8 @@ class Augmenter:
         if self.strong:
             out *= 1.0 / self.value_range
             self.spatial(out, out_masks, self.rng)
-            self.radiometric(out, self.rng, self.ceiling)
+            if self.radiometric is not None:
+                self.radiometric(out, self.rng, self.ceiling)
             out *= self.value_range
         return out, out_masks
 

@@ -157,13 +157,15 @@ def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs
 
 
 def compute_band_statistics(samples: list[Sample], meta: ModelMeta, bands: list[int] | None, limit: int,
-                            seed: int) -> tuple[list[float], list[float], float]:
-    """Per-band mean and std in model units over (a sample of) the training chips, and the value range."""
+                            seed: int) -> tuple[list[float], list[float], float, float]:
+    """Per-band mean and std in model units over (a sample of) the training chips, the value range
+    (a bright level) and the floor (a dark level: the lowest band's typical 0.5th percentile)."""
     rng = random.Random(seed)
     chosen = samples if len(samples) <= limit else rng.sample(samples, limit)
     total = total_sq = None
     count = 0
     high: list[np.ndarray] = []
+    low: list[np.ndarray] = []
     for sample in chosen:
         values = meta.to_model_units(read_chip(str(sample.path), bands)).astype(np.float64)
         flat = values.reshape(values.shape[0], -1)
@@ -171,11 +173,13 @@ def compute_band_statistics(samples: list[Sample], meta: ModelMeta, bands: list[
         total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
         count += flat.shape[1]
         high.append(np.percentile(flat, 99.5, axis=1))
+        low.append(np.percentile(flat, 0.5, axis=1))
     assert total is not None and total_sq is not None
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
     value_range = 255.0 if meta.train_dtype == "uint8" else float(np.max(np.median(np.stack(high), axis=0)))
-    return mean.tolist(), np.maximum(std, 1e-6).tolist(), value_range
+    floor = float(np.min(np.median(np.stack(low), axis=0)))
+    return mean.tolist(), np.maximum(std, 1e-6).tolist(), value_range, floor
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -235,11 +239,13 @@ class _Trainer:
         if info.get("colors") and not c.groups:
             meta.colors = info["colors"]
         meta.radiometry.pop(meta.train_dtype, None)  # training data is used as it is
-        mean, std, value_range = compute_band_statistics(train_set.samples, meta, c.bands, c.max_stat_chips, c.seed)
+        mean, std, value_range, floor = compute_band_statistics(train_set.samples, meta, c.bands, c.max_stat_chips,
+                                                                c.seed)
         meta.mean, meta.std = mean, std
         meta.training_data = {
             "path": str(Path(c.data).resolve()), "fingerprint": train_set.fingerprint(),
             "train_chips": len(train_set.samples), "class_counts": train_set.counts(), "value_range": value_range,
+            "value_floor": floor,
         }
         return meta
 
@@ -248,7 +254,12 @@ class _Trainer:
         c = self.config
         augment = None
         if c.augment:
-            augment = Augmenter(c.augment_strength, meta.training_data["value_range"], max_value_of(meta.train_dtype))
+            reflectance_like = meta.training_data.get("value_floor", 0.0) >= 0
+            if not reflectance_like:
+                self.report.info("the training data has negative values (e.g. SAR in dB): augmenting with flips, "
+                                 "rotations, warps and blur only, not illumination, haze or gamma")
+            augment = Augmenter(c.augment_strength, meta.training_data["value_range"], max_value_of(meta.train_dtype),
+                                radiometric=reflectance_like)
         train_cache = self._cache("train", train_set.samples, meta)
         train_ds = ChipDataset(train_set.samples, meta, c.bands, augment, train_cache)
         val_ds = ChipDataset(val_samples, meta, c.bands, None, self._cache("val", val_samples, meta))

@@ -157,3 +157,12 @@ def test_bright_pixels_are_clipped_only_at_what_the_data_type_holds() -> None:
     assert out.max() > 3000.0 and np.median(out) > 3000.0
     assert Augmenter("light", 3000.0)(chips)[0].max() == 5000.0
     assert max_value_of("uint8") == 255.0 and max_value_of("float32") == float("inf")
+
+
+def test_negative_data_keeps_its_values_without_radiometry() -> None:
+    chips = np.random.default_rng(6).uniform(-25, -5, (16, 2, 16, 16)).astype(np.float32)  # SAR backscatter, dB
+    augment = Augmenter("strong", value_range=-5.0, max_value=float("inf"), radiometric=False)
+    augment.seed(0)
+    out, _ = augment(chips)
+    assert np.isfinite(out).all() and out.min() >= -25.0 and out.max() <= -5.0
+    assert not np.array_equal(out, chips)

@@ -235,3 +235,19 @@ def test_bad_settings_are_config_errors(folders: Path, tmp_path: Path, change: d
 
     with pytest.raises(ConfigError, match=message):
         train(_config(folders, tmp_path / "run", **change))
+
+
+def test_negative_valued_data_trains_without_radiometric_augmentation(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    for name, level in (("water", -22.0), ("urban", -6.0)):
+        (tmp_path / "sar" / name).mkdir(parents=True)
+        for i in range(6):
+            with rasterio.open(tmp_path / "sar" / name / f"{i}.tif", "w", driver="GTiff", width=16, height=16, count=2,
+                               dtype="float32") as dst:
+                dst.write((level + rng.normal(0, 1.5, (2, 16, 16))).astype(np.float32))
+    messages: list[str] = []
+    train(_config(tmp_path / "sar", tmp_path / "run", epochs=1),
+          progress=lambda event: messages.append(event.message) if event.kind == "message" else None)
+    assert any("negative values" in m for m in messages)
+    meta = read_model_meta(tmp_path / "run" / "model.safetensors")
+    assert meta.training_data["value_floor"] < 0 and meta.train_dtype == "float32"
