@@ -172,8 +172,9 @@ def compute_band_statistics(samples: list[Sample], meta: ModelMeta, bands: list[
         total = flat.sum(1) if total is None else total + flat.sum(1)
         total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
         count += flat.shape[1]
-        high.append(np.percentile(flat, 99.5, axis=1))
-        low.append(np.percentile(flat, 0.5, axis=1))
+        dark, bright = np.percentile(flat, [0.5, 99.5], axis=1)
+        low.append(dark)
+        high.append(bright)
     assert total is not None and total_sq is not None
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
