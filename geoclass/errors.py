@@ -55,6 +55,14 @@ class OutputError(GeoclassError, OSError):
     """An output cannot be written (folder missing or not writable)."""
 
 
+class OutputBusyError(OutputError):
+    """Another run is writing the same output right now."""
+
+
+class DiskFullError(OutputError):
+    """The disk (or a quota) filled up while writing an output."""
+
+
 class Interrupted(GeoclassError):
     """A long run was interrupted; state was saved so it can be resumed."""
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from geoclass.data.samples import Sample, group_mapping, is_chip_dataset, load_s
 from geoclass.engine.device import select_device, select_precision
 from geoclass.engine.metrics import classification_report, segmentation_summary
 from geoclass.errors import ConfigError, DatasetError
+from geoclass.io.outputs import atomic_output
 from geoclass.models.model_file import ModelMeta, load_model_file, resolve_model_path
 from geoclass.progress import ProgressCallback, Reporter
 
@@ -146,10 +145,8 @@ def _chip_dataset_has(root: Path, split: str) -> bool:
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 def write_plots(folder: Path, y_true: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ from geoclass.data.chip_cache import ChipCache, chip_cache_bytes, free_disk_byte
 from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, init_chip_worker, read_chip
 from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
 from geoclass.data.transforms import Augmenter, max_value_of
+from geoclass.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from geoclass.engine.device import Precision, select_device, select_precision
 from geoclass.engine.metrics import classification_summary, segmentation_summary
-from geoclass.errors import ConfigError, DatasetError, InputNotFoundError, Interrupted, OutputExistsError
+from geoclass.errors import (ConfigError, DatasetError, InputNotFoundError, Interrupted, ModelError,
+                             OutputExistsError)
 from geoclass.models.model_file import ModelMeta, save_model_file
 from geoclass.models.registry import architecture_task, create_model
 from geoclass.progress import ProgressCallback, Reporter
@@ -146,14 +148,33 @@ def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_JSON).is_file() or not (run_dir / LAST_CKPT).is_file():
         raise InputNotFoundError(f"{run_dir}: no training run to resume (expected {CONFIG_JSON} and {LAST_CKPT})")
-    config = TrainConfig(**json.loads((run_dir / CONFIG_JSON).read_text()))
+    config = _read_config(run_dir / CONFIG_JSON)
     if data is not None and Path(data).resolve() != Path(config.data).resolve():
         raise ConfigError(f"{run_dir}: this run trains on {config.data}, not {data}; "
                           f"resume it with: geoclass train --resume {run_dir}")
     if epochs is not None:
         config.epochs = epochs
-    state = torch.load(run_dir / LAST_CKPT, map_location="cpu", weights_only=False)
+    state = load_checkpoint(run_dir / LAST_CKPT)
     return _Trainer(config, run_dir, progress).run(resume_state=state)
+
+
+def _read_config(path: Path) -> TrainConfig:
+    """The run's saved configuration; a damaged or foreign file is a one-line ConfigError."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable run configuration ({exc}); expected the JSON geoclass train writes") from None
+    known = {f.name for f in fields(TrainConfig)}
+    if not isinstance(doc, dict) or not {"data", "model", "out_dir"} <= set(doc) or set(doc) - known:
+        extra = sorted(set(doc) - known) if isinstance(doc, dict) else []
+        found = f"unknown keys {', '.join(extra)}" if extra else "not a geoclass run configuration"
+        raise ConfigError(f"{path}: expected the configuration geoclass train writes, found {found}")
+    try:
+        config = TrainConfig(**doc)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: invalid run configuration ({exc})") from None
+    return config
 
 
 def compute_band_statistics(samples: list[Sample], meta: ModelMeta, bands: list[int] | None, limit: int,
@@ -298,7 +319,10 @@ class _Trainer:
         precision = select_precision(device, c.amp)
         train_set, val_samples = self._sample_sets()
         if resume_state is not None:
-            meta = ModelMeta.from_json(resume_state["meta"])
+            try:
+                meta = ModelMeta.from_json(resume_state["meta"])
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"{self.run_dir / LAST_CKPT}: unreadable model description ({exc})") from None
         else:
             meta = self._meta(train_set)
         (self.run_dir / CONFIG_JSON).write_text(json.dumps(asdict(c), indent=2))
@@ -323,16 +347,21 @@ class _Trainer:
         start_epoch, best_score, best_epoch, bad_epochs = 1, -math.inf, 0, 0
         best_metrics: dict[str, float] = {}
         if resume_state is not None:
-            model.load_state_dict(resume_state["model"])
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scheduler.load_state_dict(resume_state["scheduler"])
-            scaler.load_state_dict(resume_state["scaler"])
-            if ema is not None:
-                ema.module.load_state_dict(resume_state["ema"])
-            start_epoch = resume_state["epoch"] + 1
-            best_score, best_epoch = resume_state["best_score"], resume_state["best_epoch"]
-            bad_epochs, best_metrics = resume_state["bad_epochs"], resume_state["best_metrics"]
-            _set_rng_state(resume_state["rng"])
+            try:
+                model.load_state_dict(resume_state["model"])
+                optimizer.load_state_dict(resume_state["optimizer"])
+                scheduler.load_state_dict(resume_state["scheduler"])
+                scaler.load_state_dict(resume_state["scaler"])
+                if ema is not None:
+                    ema.module.load_state_dict(resume_state["ema"])
+                start_epoch = int(resume_state["epoch"]) + 1
+                best_score, best_epoch = float(resume_state["best_score"]), int(resume_state["best_epoch"])
+                bad_epochs, best_metrics = int(resume_state["bad_epochs"]), dict(resume_state["best_metrics"])
+                set_rng_state(resume_state["rng"])
+            except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"{self.run_dir / LAST_CKPT}: does not fit this run ({first}); "
+                                 "start it again with --overwrite") from None
             self.report.info(f"resuming {self.run_dir} at epoch {start_epoch}")
         else:
             self._save_checkpoint(model, ema, optimizer, scheduler, scaler, meta, 0, best_score, best_epoch,
@@ -465,13 +494,11 @@ class _Trainer:
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs, "best_metrics": best_metrics, "meta": meta.to_json(), "rng": _get_rng_state(),
+            "bad_epochs": bad_epochs, "best_metrics": best_metrics, "meta": meta.to_json(), "rng": get_rng_state(),
         }
         if ema is not None:
             state["ema"] = ema.module.state_dict()
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        save_checkpoint(path, state)
 
     def _write_metrics(self, row: dict[str, float], writer: Any) -> None:
         path = self.run_dir / METRICS_CSV
@@ -522,21 +549,6 @@ def _cutmix(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
 
 def _count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _get_rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _tensorboard(run_dir: Path) -> Any:

@@ -9,8 +9,6 @@ and colours, metrics and where the training data came from.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,7 @@ import numpy as np
 
 from geoclass import __version__
 from geoclass.errors import BandError, InputNotFoundError, ModelError
+from geoclass.io.outputs import atomic_output
 from geoclass.palette import colors_for_classes
 
 if TYPE_CHECKING:  # torch loads only when a model is built: tile and mosaic never pay for it
@@ -143,14 +142,8 @@ def save_model_file(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={METADATA_KEY: meta.to_json()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: meta.to_json()})
     return path
 
 
