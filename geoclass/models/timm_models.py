@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from torch import nn
@@ -23,6 +24,11 @@ def timm_kwargs(name: str, chip_size: int, pretrained: bool, pretrained_file: st
         chip_size: Input size; passed as ``img_size`` to architectures that need it.
         pretrained: Fetch weights from the hub (fails fast when offline).
         pretrained_file: Local ``.safetensors``/``.pth`` weights; works offline.
+
+    Raises:
+        InputNotFoundError: ``pretrained_file`` does not exist.
+        ModelError: ``pretrained`` without a file while the hub does not answer (see
+            :func:`require_hub`); raised here so that no download, with its retries, starts.
     """
     kwargs: dict[str, Any] = {}
     if any(name.startswith(prefix) for prefix in _NEEDS_IMG_SIZE):
@@ -34,6 +40,7 @@ def timm_kwargs(name: str, chip_size: int, pretrained: bool, pretrained_file: st
         kwargs["pretrained"] = True
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
     elif pretrained:
+        require_hub(name)
         kwargs["pretrained"] = True
     return kwargs
 
@@ -42,9 +49,9 @@ def create_timm_classifier(name: str, num_classes: int, in_chans: int, chip_size
                            pretrained_file: str | None = None, **extra: Any) -> nn.Module:
     """Build a timm classifier, turning hub and weight-file failures into ModelError.
 
-    Without network a hub download would retry for most of a minute; unless the user set
-    ``HF_HUB_OFFLINE`` themselves we try once with a short timeout and then tell them to pass
-    a local weights file.
+    Without network a hub download retries each file for most of a minute; unless the user set
+    ``HF_HUB_OFFLINE`` themselves we check once, with a short timeout, that the hub answers and
+    otherwise tell them to pass a local weights file.
     """
     import timm
 
@@ -54,34 +61,94 @@ def create_timm_classifier(name: str, num_classes: int, in_chans: int, chip_size
         raise ModelError(f"unknown timm model {name!r}{hint}")
     kwargs = timm_kwargs(name, chip_size, pretrained, pretrained_file)
     kwargs.update(extra)
-    if pretrained and pretrained_file is None and not _offline_mode() and not hub_reachable():
-        raise ModelError(
-            f"cannot download pretrained weights for {name}: huggingface.co is not reachable; "
-            "pass a local weights file with --weights FILE (set HF_HUB_OFFLINE=1 to use a local hub cache)"
-        )
     try:
         return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
         if pretrained_file is not None:
             raise ModelError(f"{pretrained_file}: cannot load weights into {name}: {_first_line(exc)}") from exc
         if pretrained:
-            raise ModelError(
-                f"cannot download pretrained weights for {name} ({_first_line(exc)}); without network, "
-                "pass a local weights file with --weights FILE (and set HF_HUB_OFFLINE=1)"
-            ) from exc
+            raise _download_error(name, exc) from exc
         raise ModelError(f"cannot build timm model {name}: {_first_line(exc)}") from exc
+    except Exception as exc:
+        # The hub client's own errors (a proxy refusing, say) are not OSError; a download that
+        # fails in any way must still point to --weights.
+        if pretrained and pretrained_file is None:
+            raise _download_error(name, exc) from exc
+        raise
+
+
+def require_hub(name: str, timeout: float = 3.0) -> None:
+    """Fail fast, naming ``--weights``, when pretrained weights for ``name`` cannot be downloaded.
+
+    Skipped when ``HF_HUB_OFFLINE`` is set: then huggingface_hub reads its local cache only and
+    fails at once when the weights are not there.
+
+    Args:
+        name: timm architecture name, for the message.
+        timeout: Seconds the whole reachability check may take.
+
+    Raises:
+        ModelError: The hub did not answer within ``timeout`` seconds.
+    """
+    if _offline_mode() or hub_reachable(timeout):
+        return
+    raise ModelError(
+        f"cannot download pretrained weights for {name}: {urlsplit(_hub_endpoint()).netloc or 'the hub'} "
+        f"did not answer within {timeout:g} s; pass a local weights file with --weights FILE (.safetensors "
+        "or .pth), or set HF_HUB_OFFLINE=1 to use weights already in the local Hugging Face cache"
+    )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+    """Whether the Hugging Face hub answers one HTTPS request within ``timeout`` seconds, all told.
 
-    Without this check a download on a machine with no network retries for most of a minute.
+    One HEAD request to the hub endpoint (``HF_ENDPOINT``) through huggingface_hub's own HTTP
+    session, so proxies and certificates are those of the download, and without retries. A TCP
+    connection alone proves nothing: transparent proxies and firewalls accept it and then fail the
+    TLS handshake, and the download retries that for most of a minute. The request runs in a
+    daemon thread because name resolution ignores socket timeouts and can block for long; a probe
+    still blocked after ``timeout`` is abandoned and counts as unreachable.
+
+    Args:
+        timeout: Seconds for resolution, connection, TLS and the answer together.
     """
+    answers: list[bool] = []
+    probe = threading.Thread(target=lambda: answers.append(_hub_answers(_hub_endpoint(), timeout)),
+                             name="geoclass-hub-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answers) and answers[0]
+
+
+def _hub_answers(url: str, timeout: float) -> bool:
+    """One HEAD request to ``url``; True for any answer but a server error."""
     try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
+        from huggingface_hub import get_session
+
+        response = get_session().head(url, timeout=timeout)
+    except Exception:  # noqa: BLE001 - any failure (DNS, TLS, proxy, timeout) means "not reachable"
         return False
+    return response.status_code < 500
+
+
+def _hub_endpoint() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.ENDPOINT)
+    except (ImportError, AttributeError):
+        return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _download_error(name: str, exc: BaseException) -> ModelError:
+    if _offline_mode():
+        where = "HF_HUB_OFFLINE is set and they are not in the local Hugging Face cache"
+        hint = "pass a local weights file with --weights FILE (.safetensors or .pth)"
+    else:
+        where = _first_line(exc)
+        hint = ("pass a local weights file with --weights FILE (.safetensors or .pth), or set HF_HUB_OFFLINE=1 "
+                "to use the local Hugging Face cache")
+    return ModelError(f"cannot download pretrained weights for {name} ({where}); {hint}")
 
 
 def _offline_mode() -> bool:
