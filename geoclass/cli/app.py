@@ -7,7 +7,9 @@ registers them, holds the global options, and maps errors to exit codes at the e
                        (1; 2 for ConfigError)
 - ``Interrupted``    -> ``interrupted: <how to resume>``, exit 130
 - Ctrl-C             -> ``interrupted: ...``, exit 130
+- OSError / GDAL I/O -> ``error: <file>: <reason>`` (a full disk names the free space), exit 1
 - usage errors       -> Typer's usage message, exit 2
+- with ``--json``    -> also ``{"error": ..., "exit_code": ..., "type": ...}`` on stdout
 
 ``--verbose`` adds the traceback. Anything else is a bug and shows a full traceback.
 """
@@ -18,6 +20,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rasterio.errors import RasterioError
 from typer.core import TyperGroup
 
 from geoclass import __version__
@@ -27,7 +30,15 @@ from geoclass.cli import predict as predict_command
 from geoclass.cli import tile as tile_command
 from geoclass.cli import train as train_command
 from geoclass.cli.options import QuietOpt, VerboseOpt
-from geoclass.cli.render import CliState, cli_state, report_error, report_interrupt
+from geoclass.cli.render import (
+    JSON_REQUESTED,
+    CliState,
+    cli_state,
+    describe_io_error,
+    print_json_error,
+    report_error,
+    report_interrupt,
+)
 from geoclass.errors import GeoclassError
 
 __all__ = ["app", "main"]
@@ -41,13 +52,39 @@ class GeoclassGroup(TyperGroup):
         return list(self.commands)
 
     def invoke(self, ctx: Any) -> Any:
-        """Run the command; report ``GeoclassError`` and Ctrl-C instead of a traceback."""
+        """Run the command; report ``GeoclassError``, I/O errors and Ctrl-C instead of a traceback.
+
+        With ``--json`` the error is also printed on stdout as ``{"error": ..., "exit_code": ...}``,
+        so a pipeline reading the JSON sees the failure.
+        """
+        raw_args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        ctx.meta.setdefault(JSON_REQUESTED, "--json" in raw_args[: _end_of_options(raw_args)])
         try:
             return super().invoke(ctx)
         except GeoclassError as err:
-            raise typer.Exit(report_error(err, verbose=cli_state(ctx).verbose)) from err
+            raise typer.Exit(self._fail(ctx, err)) from err
+        except (OSError, RasterioError) as err:  # an I/O failure the library did not expect
+            raise typer.Exit(self._fail(ctx, describe_io_error(err))) from err
         except KeyboardInterrupt as err:
-            raise typer.Exit(report_interrupt()) from err
+            code = report_interrupt()
+            if ctx.meta.get(JSON_REQUESTED):
+                print_json_error("stopped by the user (Ctrl-C)", code, "Interrupted")
+            raise typer.Exit(code) from err
+        except typer.TyperException as err:  # usage errors: Typer prints them, exit 2
+            if ctx.meta.get(JSON_REQUESTED) and hasattr(err, "format_message"):
+                print_json_error(err.format_message(), int(getattr(err, "exit_code", 2)), "UsageError")
+            raise
+
+    @staticmethod
+    def _fail(ctx: Any, err: GeoclassError) -> int:
+        code = report_error(err, verbose=cli_state(ctx).verbose)
+        if ctx.meta.get(JSON_REQUESTED):
+            print_json_error(str(err).strip() or type(err).__name__, code, type(err).__name__)
+        return code
+
+
+def _end_of_options(args: list[str]) -> int:
+    return args.index("--") if "--" in args else len(args)
 
 
 app = typer.Typer(

@@ -51,13 +51,16 @@ from geoclass.progress import ProgressCallback, ProgressEvent
 __all__ = [
     "CliError",
     "CliState",
+    "JSON_REQUESTED",
     "ProgressRenderer",
     "cli_state",
+    "describe_io_error",
     "fail",
     "make_console",
     "make_progress_callback",
     "not_implemented",
     "print_json",
+    "print_json_error",
     "print_note",
     "print_warning",
     "report_error",
@@ -146,6 +149,27 @@ def report_error(err: BaseException, verbose: bool = False) -> int:
     else:
         _line(console, "error", "bold red", message)
     return int(getattr(err, "exit_code", 1))
+
+
+JSON_REQUESTED = "geoclass.json"
+"""Key in ``click.Context.meta`` (shared by the whole command tree): ``--json`` was given."""
+
+
+def print_json_error(message: str, exit_code: int, kind: str) -> None:
+    """The JSON form of a failure on stdout, for ``--json`` pipelines: ``{"error": ..., "exit_code": ...}``."""
+    print_json({"error": message, "exit_code": exit_code, "type": kind})
+
+
+def describe_io_error(err: BaseException) -> GeoclassError:
+    """One-line error for an OSError / GDAL I/O error that reached the CLI: the file and the reason."""
+    from geoclass.io.outputs import is_disk_full, write_error
+
+    filename = getattr(err, "filename", None)
+    if is_disk_full(err):
+        return write_error(err, filename or ".")
+    text = str(err).strip()
+    reason = getattr(err, "strerror", None) or (text.splitlines()[0] if text else type(err).__name__)
+    return CliError(f"{filename}: {reason}" if filename else reason)
 
 
 def report_interrupt() -> int:

@@ -58,6 +58,7 @@ from geoclass.errors import (
     OutputExistsError,
 )
 from geoclass.io.labels import UNLABELLED, ClassSpec, open_labels, read_class_file
+from geoclass.io.outputs import input_files
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.stats import BandStatistics
 from geoclass.io.windows import window_transform
@@ -849,6 +850,17 @@ def _remove_temp_files(out: Path) -> None:
                     _unlink(Path(dirpath) / f)
 
 
+def _check_inputs_outside(out: Path, scene_paths: list[str], labels: str | os.PathLike[str] | None) -> None:
+    """Refuse an output folder that holds a file the inputs read (overwrite would delete it)."""
+    folder = Path(os.path.realpath(out))
+    inputs = input_files(scene_paths, "scene") + input_files([labels] if labels else [], "labels")
+    for item in inputs:
+        if item.path == folder or folder in item.path.parents:
+            via = "" if Path(item.given).resolve() == item.path else f", which {item.given} reads"
+            raise ConfigError(f"{out}: holds {item.path}{via} (an input {item.role}); "
+                              "write the chips to another folder")
+
+
 def _prepare_output(out: Path, overwrite: bool, resume: bool, fingerprint: dict[str, Any],
                     report: Reporter) -> bool:
     """Create or check the output folder; return True when resuming an earlier run."""
@@ -1061,6 +1073,7 @@ def tile(config: TileConfig, progress: ProgressCallback | None = None) -> TileRe
             "block_size": cfg.block_size,
             "seed": cfg.seed,
         }
+        _check_inputs_outside(out, scene_paths, cfg.labels)
         resuming = _prepare_output(out, cfg.overwrite, cfg.resume, fingerprint, report)
         return _run(cfg, scene, labels, classes, out, stride, resuming, report, started)
     finally:

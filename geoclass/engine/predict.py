@@ -57,7 +57,6 @@ from geoclass.io.raster_writer import (
     NODATA,
     StripAssembler,
     StripWriter,
-    check_output_path,
     confidence_path,
     confidence_setup,
     encode_confidence,
@@ -65,6 +64,7 @@ from geoclass.io.raster_writer import (
     partial_path,
     probability_setup,
 )
+from geoclass.io.outputs import OutputLock, check_output_path, input_files, write_error
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.windows import iter_window_grid
 from geoclass.models.model_file import (
@@ -625,7 +625,11 @@ class _Outputs:
                 writer.write(s0, strip[bands])
             self.histogram += np.bincount(strip[0].ravel(), minlength=256)
             self.rows_done = s0 + strip.shape[1]
-            _write_sidecar(self.sidecar, self.fingerprint, self.rows_done, self.histogram)
+            try:
+                _write_sidecar(self.sidecar, self.fingerprint, self.rows_done, self.histogram)
+            except OSError as exc:
+                needed = sum(w.size_bytes for w, _ in self.writers)
+                raise write_error(exc, self.writers[0][0].target, needed, self.writers[0][0].hint) from exc
 
 
 def _write_sidecar(
@@ -792,7 +796,8 @@ def predict(config: PredictConfig, progress: ProgressCallback | None = None) -> 
     if output.suffix.lower() not in (".tif", ".tiff"):
         raise ConfigError(f"{output}: the class map is a GeoTIFF; give it a .tif name")
     paths = _scene_paths(config.scenes)
-    scene = open_scene(paths, bands=list(config.bands) if config.bands is not None else None, nodata=config.nodata)
+    scene = open_scene(paths, bands=list(config.bands) if config.bands is not None else None, nodata=config.nodata,
+                       keep_gcps=True)
     try:
         model_path = _model_path(config.model)
         device = select_device(config.device)
@@ -857,22 +862,12 @@ class _Run:
             ("preview", Path(c.preview) if c.preview else None),
         ]
         given = [(k, p) for k, p in named if p is not None]
-        inputs = {Path(p).resolve(): "scene" for p in self.paths}
-        inputs[self.model_path.resolve()] = "model"
-        for kind, p in given:
-            if p.resolve() in inputs:
-                raise ConfigError(
-                    f"{p}: the {kind} output would replace the {inputs[p.resolve()]} "
-                    "it is made from"
-                )
         seen: dict[Path, str] = {}
         for kind, p in given:
             key = p.resolve()
             if key in seen:
                 raise ConfigError(f"{p}: given as both the {seen[key]} and the {kind} output")
             seen[key] = kind
-        for _, p in given:
-            check_output_path(p, overwrite=c.overwrite, allow_existing=c.resume)
         if c.vector is not None and Path(c.vector).suffix.lower() not in (
             ".gpkg",
             ".geojson",
@@ -880,6 +875,15 @@ class _Run:
             ".shp",
         ):
             raise ConfigError(f"{c.vector}: unknown vector format; use .gpkg, .geojson or .shp")
+        if c.vector is not None and self.scene.gcps is not None:
+            raise ConfigError(
+                f"{self.scene.name}: is located by ground control points, not a geotransform, so "
+                "polygons cannot be placed; warp the scene first (gdalwarp) or leave out --vector"
+            )
+        # Every file the run reads, through VRTs and symlinks, so no output can replace one.
+        inputs = input_files(self.paths, "scene") + input_files([self.model_path], "model", raster=False)
+        for kind, p in given:
+            check_output_path(p, overwrite=c.overwrite, allow_existing=c.resume, inputs=inputs, kind=kind)
 
     def _fingerprint(self) -> dict[str, Any]:
         st = self.model_path.stat()
@@ -952,6 +956,8 @@ class _Run:
 
         meta, scene = self.meta, self.scene
         colors = [(int(c[0]), int(c[1]), int(c[2])) for c in meta.colors]
+        # Partial files are kept for --resume only when the run was started with it.
+        resume_hint = "then run the same command again with --resume" if self.config.resume else ""
 
         def writer(
             path: Path, count: int, predictor: bool, setup: Callable[[Any], None]
@@ -965,6 +971,8 @@ class _Run:
                 transform=scene.transform,
                 predictor=predictor,
                 setup=setup,
+                gcps=scene.gcps,
+                hint=resume_hint,
             )
 
         out = [
@@ -988,9 +996,20 @@ class _Run:
     # -- run ----------------------------------------------------------------------------------
 
     def run(self) -> PredictResult:
-        c, scene, meta = self.config, self.scene, self.meta
         self._check_outputs()
-        if scene.crs is None:
+        # One run per output: the partial file and its sidecar have fixed names, so a second run
+        # writing the same map would splice its rows into this one's.
+        with OutputLock(self.output):
+            return self._run()
+
+    def _run(self) -> PredictResult:
+        c, scene, meta = self.config, self.scene, self.meta
+        if scene.gcps is not None:
+            self.reporter.warn(
+                f"{scene.name}: is located by {len(scene.gcps[0])} ground control points, not a "
+                "geotransform; the map keeps them on the scene's pixel grid (warp it for a regular grid)"
+            )
+        elif scene.crs is None:
             self.reporter.warn(
                 f"{scene.name}: has no CRS; the map is written on its pixel grid "
                 "without georeferencing"
@@ -1001,6 +1020,7 @@ class _Run:
                 f"{meta.train_dtype} "
                 "and stores no scaling for this type; values are used as they are"
             )
+        self._warn_small_scene()
         writers = self._make_writers()
         fingerprint = self._fingerprint()
         rows_done, histogram = self._resume_state(fingerprint, [w for w, _ in writers])
@@ -1070,6 +1090,19 @@ class _Run:
             seconds=seconds,
             megapixels_per_second=done_px / 1e6 / max(seconds_predict, 1e-9),
             vector_result=vector_result,
+        )
+
+    def _warn_small_scene(self) -> None:
+        """A scene smaller than a window is predicted from a mostly padded window: say so."""
+        if self.width >= self.size and self.height >= self.size:
+            return
+        real = self.width * self.height
+        window = self.size * self.size
+        self.reporter.warn(
+            f"{self.scene.name}: {self.width}x{self.height} px is smaller than the model's "
+            f"{self.size}x{self.size} px window; the map comes from windows that are "
+            f"{1 - min(self.width, self.size) * min(self.height, self.size) / window:.0%} padding "
+            f"({real:,} real pixels), so expect it to be less reliable"
         )
 
     def _publish(self, writers: list[tuple[StripWriter, slice]]) -> None:

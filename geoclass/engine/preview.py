@@ -19,7 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from geoclass.errors import ConfigError, InputNotFoundError, RasterOpenError
 from geoclass.io.class_map import CLASS_MAP_NODATA, read_class_metadata
 from geoclass.palette import colors_for_classes
-from geoclass.io.raster_writer import check_output_path, partial_path
+from geoclass.io.outputs import atomic_output, check_output_path, input_files
 
 __all__ = ["legend_entries", "render_preview"]
 
@@ -103,7 +103,7 @@ def render_preview(
         raise ConfigError(f"preview size must be >= 16 pixels, got {max_size}")
     if not map_path.exists():
         raise InputNotFoundError(f"{map_path}: file not found (expected a class map)")
-    check_output_path(out, overwrite=overwrite)
+    check_output_path(out, overwrite=overwrite, inputs=input_files([map_path], "map"), kind="preview")
     ids, nodata, names, colors = _decimated(map_path, max_size)
 
     lut = np.zeros((int(ids.max()) + 1 if ids.size else 1, 4), np.uint8)
@@ -146,10 +146,6 @@ def render_preview(
     else:
         ax.text(1.02, 0.5, "no valid pixels", transform=ax.transAxes, va="center", fontsize=9)
 
-    tmp = partial_path(out)
-    try:
+    with atomic_output(out) as tmp:
         fig.savefig(tmp, format="png", facecolor="white", bbox_inches="tight", pad_inches=0.1)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

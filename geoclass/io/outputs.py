@@ -44,11 +44,13 @@ __all__ = [
     "free_bytes",
     "input_files",
     "is_disk_full",
+    "is_io_error",
     "temp_path",
     "write_error",
 ]
 
 _VRT_MAGIC = b"<VRTDataset"
+_SIDECARS = (".aux.xml", ".ovr", ".msk", ".aux")
 
 
 def _umask() -> int:
@@ -130,8 +132,12 @@ def input_files(paths: Iterable[str | os.PathLike[str]], role: str, *, raster: b
             if real in found:
                 continue
             found[real] = InputFile(real, role, given)
-            if raster and real.is_file() and (name == given or _is_vrt(real)):
+            if not raster or not real.is_file():
+                continue
+            if name == given or _is_vrt(real):
                 todo.extend(f for f in _gdal_files(name) if f != name)
+            else:  # a source of a VRT: its sidecars by name, without opening every source
+                todo.extend(f"{name}{ext}" for ext in _SIDECARS)
     return list(found.values())
 
 
@@ -209,7 +215,7 @@ def atomic_output(target: str | os.PathLike[str], *, needed_bytes: int | None = 
         os.replace(tmp, target)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, GeoclassError) or not _is_io_error(exc):
+        if isinstance(exc, GeoclassError) or not is_io_error(exc):
             raise
         raise write_error(exc, target, needed_bytes) from exc
 
@@ -297,7 +303,8 @@ def _read_pid(fd: int) -> int | None:
 # --- write errors -----------------------------------------------------------------------------
 
 
-def _is_io_error(exc: BaseException) -> bool:
+def is_io_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an operating-system or GDAL I/O error (not a geoclass one)."""
     if isinstance(exc, OSError):
         return True
     try:

@@ -33,7 +33,8 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from geoclass.errors import ConfigError, OutputError, OutputExistsError
+from geoclass.errors import ConfigError
+from geoclass.io.outputs import write_error
 
 __all__ = [
     "BLOCK_SIZE",
@@ -42,7 +43,6 @@ __all__ = [
     "PROBABILITY_MAX",
     "StripAssembler",
     "StripWriter",
-    "check_output_path",
     "confidence_path",
     "confidence_setup",
     "encode_confidence",
@@ -68,37 +68,6 @@ def confidence_path(map_path: str | os.PathLike[str]) -> Path:
     """Where the confidence raster of a class map lives: ``X.tif`` -> ``X.confidence.tif``."""
     p = Path(map_path)
     return p.with_name(f"{p.stem}.confidence{p.suffix or '.tif'}")
-
-
-def check_output_path(
-    path: str | os.PathLike[str], *, overwrite: bool = False, allow_existing: bool = False
-) -> Path:
-    """Check that an output can be written; create its folder when missing.
-
-    Args:
-        path: The output file.
-        overwrite: An existing file may be replaced.
-        allow_existing: Do not complain about an existing file (e.g. when resuming).
-
-    Raises:
-        OutputExistsError: ``path`` exists and neither flag allows it.
-        OutputError: ``path`` is a folder, or its folder cannot be created or written to.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder, expected an output file name")
-    if path.exists() and not (overwrite or allow_existing):
-        raise OutputExistsError(f"{path}: already exists (pass --overwrite to replace it)")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"{path}: cannot create the folder {parent} ({exc.strerror or exc})"
-        ) from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: the folder {parent} is not writable")
-    return path
 
 
 def encode_probabilities(probs: np.ndarray) -> np.ndarray:
@@ -180,6 +149,9 @@ class StripWriter:
             useless for class ids).
         setup: Called with the open dataset when the partial file is created, to set tags,
             colour tables, descriptions and scales.
+        gcps: ``(ground control points, CRS)`` to write instead of ``crs`` and ``transform``, for
+            a scene located by GCPs.
+        hint: What to tell the user after a failed write (e.g. how to resume).
     """
 
     def __init__(
@@ -193,8 +165,11 @@ class StripWriter:
         transform: Affine,
         predictor: bool = False,
         setup: Callable[[Any], None] | None = None,
+        gcps: tuple[Any, CRS | None] | None = None,
+        hint: str = "",
     ) -> None:
         self.target = Path(target)
+        self.gcps, self.hint = gcps, hint
         self.partial = partial_path(self.target)
         self.width, self.height, self.count = width, height, count
         self.predictor = predictor
@@ -216,7 +191,13 @@ class StripWriter:
             "BIGTIFF": "IF_SAFER",
             "SPARSE_OK": True,
         }
+        if gcps is not None:  # GDAL keeps either a geotransform or GCPs
+            del self._profile["crs"], self._profile["transform"]
 
+    @property
+    def size_bytes(self) -> int:
+        """The uncompressed size of the raster: an upper bound of what it needs on disk."""
+        return self.width * self.height * self.count
     def write(self, row0: int, data: np.ndarray) -> None:
         """Write rows ``row0 .. row0 + data.shape[1]`` (``data`` is ``(count, rows, width)``).
 
@@ -230,6 +211,8 @@ class StripWriter:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 if row0 == 0:
                     with rasterio.open(self.partial, "w", **self._profile) as ds:
+                        if self.gcps is not None:
+                            ds.gcps = self.gcps
                         if self._setup is not None:
                             self._setup(ds)
                         ds.write(data, window=Window(0, row0, self.width, data.shape[1]))
@@ -237,7 +220,7 @@ class StripWriter:
                     with rasterio.open(self.partial, "r+") as ds:
                         ds.write(data, window=Window(0, row0, self.width, data.shape[1]))
         except (RasterioError, OSError) as exc:
-            raise OutputError(f"{self.target}: cannot write {self.partial.name} ({exc})") from exc
+            raise write_error(exc, self.target, self.size_bytes, self.hint) from exc
 
     def publish(self, *, cog: bool = False, overview_resampling: str = "nearest") -> Path:
         """Move the finished partial file onto the target (as a COG with overviews if asked).
@@ -249,9 +232,7 @@ class StripWriter:
             try:
                 os.replace(self.partial, self.target)
             except OSError as exc:
-                raise OutputError(
-                    f"{self.target}: cannot be written ({exc.strerror or exc})"
-                ) from exc
+                raise write_error(exc, self.target, self.size_bytes, self.hint) from exc
             return self.target
         tmp = partial_path(self.target, ".cog.partial")
         try:
@@ -271,7 +252,7 @@ class StripWriter:
             os.replace(tmp, self.target)
         except (RasterioError, OSError) as exc:
             tmp.unlink(missing_ok=True)
-            raise OutputError(f"{self.target}: cannot write the COG ({exc})") from exc
+            raise write_error(exc, self.target, self.size_bytes, self.hint) from exc
         self.partial.unlink(missing_ok=True)
         return self.target
 

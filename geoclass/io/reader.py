@@ -131,6 +131,10 @@ class _Member:
     warp: bool = False
     col_shift: int = 0
     row_shift: int = 0
+    # Located by ground control points or RPCs instead of a geotransform (then ``transform`` is
+    # the identity and ``crs`` None): ``(gcps, gcp_crs)``, and whether RPCs are present.
+    gcps: tuple[tuple[Any, ...], CRS | None] | None = None
+    rpcs: bool = False
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -138,6 +142,8 @@ class _Member:
 
 
 def _describe(path: str, ds: rasterio.io.DatasetReader) -> _Member:
+    gcps, gcp_crs = ds.gcps
+    ungridded = ds.transform.is_identity and bool(gcps or ds.rpcs)
     return _Member(
         path=path,
         width=ds.width,
@@ -147,8 +153,10 @@ def _describe(path: str, ds: rasterio.io.DatasetReader) -> _Member:
         nodatas=tuple(ds.nodatavals),
         mask_flags=tuple(int(sum(int(f) for f in flags)) for flags in ds.mask_flag_enums),
         descriptions=tuple(ds.descriptions),
-        crs=ds.crs,
+        crs=None if ungridded else ds.crs,
         transform=ds.transform,
+        gcps=(tuple(gcps), gcp_crs) if ungridded and gcps else None,
+        rpcs=ungridded and bool(ds.rpcs),
     )
 
 
@@ -263,6 +271,8 @@ class Scene:
         bounds: Bounds of the reference grid.
         nodata: The sources' nodata value (the first selected band's that has one), or None.
         band_names: One name per selected band, from band descriptions or file names.
+        gcps: ``(ground control points, their CRS)`` for a scene located by GCPs instead of a
+            geotransform (opened with ``keep_gcps``), else None.
 
     Thread-safe: each thread gets its own dataset handles. Pickles as its arguments plus a little
     metadata and reopens files lazily in the new process (e.g. DataLoader workers).
@@ -280,6 +290,7 @@ class Scene:
     bounds: BoundingBox
     nodata: float | None
     band_names: tuple[str, ...]
+    gcps: tuple[tuple[Any, ...], CRS | None] | None
 
     def __init__(
         self,
@@ -307,6 +318,7 @@ class Scene:
         self.count = len(self.bands)
         self.crs = ref.crs
         self.transform = ref.transform
+        self.gcps = ref.gcps
         self.res = (
             float(math.hypot(ref.transform.a, ref.transform.d)),
             float(math.hypot(ref.transform.b, ref.transform.e)),
@@ -789,6 +801,7 @@ def open_scene(
     resampling: str = "bilinear",
     require_crs: bool = False,
     nodata: float | None = None,
+    keep_gcps: bool = False,
 ) -> Scene:
     """Open one raster, or stack several, as a ``Scene``.
 
@@ -801,6 +814,10 @@ def open_scene(
         require_crs: Refuse files without a CRS.
         nodata: Treat this value as nodata in every band, overriding what the files declare
             (for sources with fill but no declared nodata).
+        keep_gcps: Accept a scene located by ground control points instead of a geotransform
+            (its pixel grid is read as it is; ``Scene.gcps`` carries the points to the outputs).
+            Otherwise such a scene, and any scene located by RPCs, is refused: labels, windows
+            and mosaics need a regular grid.
 
     Raises:
         InputNotFoundError: A path does not exist.
@@ -827,6 +844,7 @@ def open_scene(
         members.append(m)
 
     for m in members:
+        _check_located(m, members[0], keep_gcps)
         if m.crs is None and require_crs:
             raise GeoreferenceError(
                 f"{m.path}: has no CRS (coordinate reference system), but a georeferenced "
@@ -899,6 +917,22 @@ def open_scene(
             f"{_scene_label(files)}: nodata {nodata} does not fit the scene's dtype {scene.dtype}"
         )
     return scene
+
+
+def _check_located(m: _Member, first: _Member, keep_gcps: bool) -> None:
+    """Refuse a member located by RPCs or (unless kept) GCPs, or with other GCPs than the first."""
+    if m.rpcs or (m.gcps is not None and not keep_gcps):
+        how = "rational polynomial coefficients (RPCs)" if m.rpcs else f"{len(m.gcps[0])} ground control points"  # type: ignore[index]
+        raise GeoreferenceError(
+            f"{m.path}: is located by {how}, not a geotransform; geoclass needs a regular grid here: "
+            f"warp it first, e.g. gdalwarp {'-rpc ' if m.rpcs else ''}-r bilinear -t_srs EPSG:<code> "
+            f"{m.path} warped.tif"
+        )
+    if m.gcps != first.gcps:
+        raise GeoreferenceError(
+            f"{m.path}: its ground control points differ from those of {first.path}; "
+            "stacked files must share one grid (warp them first, e.g. with gdalwarp)"
+        )
 
 
 def _scene_label(files: Sequence[str]) -> str:

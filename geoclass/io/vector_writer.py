@@ -30,8 +30,9 @@ from shapely.affinity import affine_transform
 from shapely.geometry import Polygon, mapping, shape
 from shapely.geometry.polygon import orient
 
-from geoclass.errors import BandError, ConfigError, OutputError, OutputExistsError
+from geoclass.errors import BandError, ConfigError, GeoclassError
 from geoclass.io.class_map import read_class_metadata
+from geoclass.io.outputs import check_output_path, input_files, is_io_error, write_error
 from geoclass.io.reader import open_scene
 from geoclass.progress import ProgressCallback, Reporter
 
@@ -93,18 +94,6 @@ def _vector_driver(path: Path) -> str:
             + ", ".join(VECTOR_DRIVERS)
         )
     return driver
-
-
-def _check_output(path: Path, overwrite: bool) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: output folder {folder} is not writable")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists (use overwrite to replace it)")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
 
 
 def _sidecars(path: Path, driver: str) -> list[Path]:
@@ -328,7 +317,10 @@ def polygonize_class_map(
         raise ConfigError(f"min_area must be a number >= 0, got {min_area}")
     if not (simplify >= 0 and math.isfinite(simplify)):
         raise ConfigError(f"simplify must be a number >= 0, got {simplify}")
-    _check_output(out, overwrite)
+    inputs = input_files([map_path], "map")
+    for target in _sidecars(out, driver):
+        # sidecars of a shapefile only must not be inputs; the .shp itself must not exist
+        check_output_path(target, overwrite=overwrite or target != out, inputs=inputs, kind="vector output")
 
     reporter = Reporter(progress)
     scene = open_scene(map_path, bands=[1])
@@ -413,8 +405,10 @@ def polygonize_class_map(
             finish(held, sink)
             flush(sink)
         _commit(tmp, out, driver)
-    except BaseException:
+    except BaseException as exc:
         _cleanup(tmp, driver)
+        if is_io_error(exc) and not isinstance(exc, GeoclassError):
+            raise write_error(exc, out) from exc
         raise
     reporter.end("polygonize")
     return VectorResult(

@@ -201,8 +201,10 @@ def test_output_errors(random_map: tuple[Path, np.ndarray], tmp_path: Path) -> N
     path, _ = random_map
     with pytest.raises(ConfigError, match=r"\.gpkg, \.geojson, \.json, \.shp"):
         polygonize_class_map(path, tmp_path / "out.kml")
-    with pytest.raises(OutputError, match="does not exist"):
-        polygonize_class_map(path, tmp_path / "missing" / "out.gpkg")
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(OutputError, match="cannot create the folder"):
+        polygonize_class_map(path, tmp_path / "a_file" / "out.gpkg")
+    assert polygonize_class_map(path, tmp_path / "new" / "out.gpkg").path.exists()  # folders are made
     out = tmp_path / "out.shp"
     polygonize_class_map(path, out)
     with pytest.raises(OutputExistsError, match="overwrite"):

@@ -1,0 +1,274 @@
+"""predict, tile, preview and vector outputs: no input is ever replaced, a full disk or a second run
+writing the same map is one clear line, odd scenes (tiny, GCP-located) say what they are."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
+from typer.testing import CliRunner
+
+from geoclass.cli.app import app
+from geoclass.data.tiling import TileConfig, tile
+from geoclass.engine.predict import PredictConfig, predict
+from geoclass.errors import ConfigError, DiskFullError, GeoreferenceError, OutputBusyError
+from geoclass.io.outputs import OutputLock, input_files
+from geoclass.io.reader import open_scene
+from geoclass.progress import ProgressEvent
+from tests.conftest import make_raster
+from tests.engine.test_predict import make_model, smooth_image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cnn(tmp_path: Path) -> Path:
+    return make_model(tmp_path / "cnn.safetensors", "cnn", chip=16)
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    return make_raster(tmp_path / "scene.tif", smooth_image(3, 96, 80))
+
+
+def _vrt(path: Path, source: Path, width: int, height: int, bands: int = 3) -> Path:
+    band_xml = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">{os.path.relpath(source, path.parent)}</SourceFilename>'
+        f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        for b in range(1, bands + 1)
+    )
+    path.write_text(f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{band_xml}</VRTDataset>')
+    return path
+
+
+def _digest(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _one_error(err: str) -> str:
+    """The one ``error:`` line of a failed command's stderr (notes may come before it; no traceback)."""
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    return errors[0]
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), prog_name="geoclass", env={"COLUMNS": "300", "NO_COLOR": "1"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+# --- outputs never replace inputs ---------------------------------------------------------------
+
+
+def test_vrt_reading_the_output_is_refused_and_the_scene_survives(scene: Path, cnn: Path, tmp_path: Path) -> None:
+    vrt = _vrt(tmp_path / "scene.vrt", scene, 80, 96)
+    before = _digest(scene)
+    code, _, err = _cli("predict", str(vrt), "-o", str(scene), "-m", str(cnn), "--overwrite")
+    assert code == 2 and _digest(scene) == before
+    assert "scene.vrt reads" in _one_error(err)
+    # a VRT inside a VRT, and every optional output
+    outer = tmp_path / "sub" / "outer.vrt"
+    outer.parent.mkdir()
+    outer.write_text(vrt.read_text().replace('relativeToVRT="1">scene.tif', 'relativeToVRT="1">../scene.vrt'))
+    with pytest.raises(ConfigError, match="scene.tif"):
+        predict(PredictConfig(scenes=outer, output=tmp_path / "m.tif", model=cnn, probabilities=scene, overwrite=True))
+    with pytest.raises(ConfigError, match="preview would replace"):
+        predict(PredictConfig(scenes=outer, output=tmp_path / "m.tif", model=cnn, preview=vrt, overwrite=True))
+    assert _digest(scene) == before
+
+
+def test_symlink_and_hard_link_outputs_are_refused(scene: Path, cnn: Path, tmp_path: Path) -> None:
+    before = _digest(scene)
+    (tmp_path / "link.tif").symlink_to(scene)
+    os.link(scene, tmp_path / "hard.tif")
+    (tmp_path / "dir_link").symlink_to(tmp_path)
+    for out in (tmp_path / "link.tif", tmp_path / "hard.tif", tmp_path / "dir_link" / "scene.tif"):
+        with pytest.raises(ConfigError, match="would replace"):
+            predict(PredictConfig(scenes=scene, output=out, model=cnn, overwrite=True))
+    with pytest.raises(ConfigError, match="input model"):
+        predict(PredictConfig(scenes=scene, output=tmp_path / "m.tif", model=cnn, preview=cnn, overwrite=True))
+    assert _digest(scene) == before
+
+
+def test_input_files_follow_sidecars_and_stacks(scene: Path, tmp_path: Path) -> None:
+    (tmp_path / "scene.tif.aux.xml").write_text("<PAMDataset></PAMDataset>")
+    vrt = _vrt(tmp_path / "scene.vrt", scene, 80, 96)
+    found = {f.path.name for f in input_files([vrt, tmp_path / "missing.tif", "/vsicurl/http://x/y.tif"], "scene")}
+    assert found == {"scene.vrt", "scene.tif", "scene.tif.aux.xml"}
+
+
+def test_tile_refuses_an_output_folder_holding_the_scene(tmp_path: Path) -> None:
+    folder = tmp_path / "chips"
+    folder.mkdir()
+    scene = make_raster(folder / "scene.tif", smooth_image(3, 64, 64))
+    with pytest.raises(ConfigError, match="holds .*scene.tif"):
+        tile(TileConfig(scenes=[str(scene)], output=str(folder), size=16, overwrite=True))
+    assert scene.exists()
+
+
+# --- disk full ----------------------------------------------------------------------------------
+
+
+def test_disk_full_in_the_sidecar_writer_is_one_line(
+    scene: Path, cnn: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoclass.engine.predict as engine
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(engine, "_write_sidecar", full)
+    out = tmp_path / "map.tif"
+    with pytest.raises(DiskFullError, match=r"map.tif: the disk is full \(.* free in .*needs up to"):
+        predict(PredictConfig(scenes=scene, output=out, model=cnn, probabilities=tmp_path / "p.tif", workers=0))
+    assert not out.exists() and not list(tmp_path.glob(".map.tif*")) and not list(tmp_path.glob(".p.tif*"))
+    code, _, err = _cli("predict", str(scene), "-o", str(out), "-m", str(cnn), "--probabilities", str(tmp_path / "p.tif"))
+    assert code == 1 and "disk is full" in _one_error(err)
+
+
+def test_disk_full_in_gdal_is_one_line(scene: Path, cnn: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rasterio.errors import RasterioIOError
+
+    import geoclass.io.raster_writer as writer
+
+    real_open = writer.rasterio.open
+
+    def failing_open(path: object, mode: str = "r", **kw: object) -> object:
+        if mode == "r+":
+            raise RasterioIOError(f"{path}: Write error: No space left on device")
+        return real_open(path, mode, **kw)
+
+    monkeypatch.setattr(writer.rasterio, "open", failing_open)
+    tall = make_raster(tmp_path / "tall.tif", smooth_image(3, 600, 40))
+    with pytest.raises(DiskFullError, match="then run the same command again with --resume"):
+        predict(PredictConfig(scenes=tall, output=tmp_path / "map.tif", model=cnn, resume=True, workers=0))
+
+
+def test_io_errors_reaching_the_cli_are_one_line(scene: Path, cnn: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import geoclass.engine.predict as engine
+
+    def broken(config: PredictConfig, progress: object = None) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/x.tif")
+
+    monkeypatch.setattr(engine, "predict", broken)
+    monkeypatch.setattr("geoclass.cli.predict.predict", broken, raising=False)
+    code, out, err = _cli("predict", str(scene), "-o", "/tmp/never.tif", "-m", str(cnn), "--json")
+    assert code == 1 and err.strip() == "error: /data/x.tif: Permission denied", err
+    assert json.loads(out) == {"error": "/data/x.tif: Permission denied", "exit_code": 1, "type": "CliError"}
+
+
+# --- two runs, one output -----------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_output_is_refused(scene: Path, cnn: Path, tmp_path: Path) -> None:
+    out = tmp_path / "map.tif"
+    with OutputLock(out):
+        with pytest.raises(OutputBusyError, match=rf"another geoclass run \(process {os.getpid()}\)"):
+            predict(PredictConfig(scenes=scene, output=out, model=cnn))
+    assert not out.exists()
+    predict(PredictConfig(scenes=scene, output=out, model=cnn))  # released: works
+    assert out.exists() and not (tmp_path / ".map.tif.lock").exists()
+
+
+def test_two_processes_writing_one_map(tmp_path: Path) -> None:
+    """Two predicts of different scenes to the same -o at once: exit 0 means the map is that run's."""
+    model = make_model(tmp_path / "cnn.safetensors", "cnn", chip=16)
+    a = make_raster(tmp_path / "a.tif", smooth_image(3, 900, 300, seed=1))
+    b = make_raster(tmp_path / "b.tif", smooth_image(3, 900, 300, seed=2))
+    out = tmp_path / "map.tif"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from geoclass.cli.app import main
+        main(["predict", sys.argv[1], "-o", {str(out)!r}, "-m", {str(model)!r}, "--overwrite", "-j", "0"])
+        """
+    )
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "300", "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(s)], stderr=subprocess.PIPE, text=True, env=env,
+                              cwd=tmp_path) for s in (a, b)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    ok = [i for i, (code, _) in enumerate(results) if code == 0]
+    for code, err in results:
+        assert "Traceback" not in err, err
+        if code != 0:
+            assert code == 1 and "another geoclass run" in err.strip().splitlines()[-1], err
+    assert ok, results
+    # The published map is wholly the map of a run that succeeded (both may have, one after the other).
+    with rasterio.open(out) as got:
+        published = got.read()
+    matches = []
+    for i in ok:
+        alone = tmp_path / f"alone{i}.tif"
+        predict(PredictConfig(scenes=[a, b][i], output=alone, model=model, workers=0))
+        with rasterio.open(alone) as want:
+            matches.append(np.array_equal(published, want.read()))
+    assert any(matches)
+
+
+# --- odd scenes ---------------------------------------------------------------------------------
+
+
+def test_scene_smaller_than_a_window_warns_with_the_real_pixels(cnn: Path, tmp_path: Path) -> None:
+    small = make_raster(tmp_path / "small.tif", smooth_image(3, 10, 5))
+    events: list[ProgressEvent] = []
+    predict(PredictConfig(scenes=small, output=tmp_path / "m.tif", model=cnn), events.append)
+    warnings = [e.message for e in events if e.level == "warning"]
+    assert any("5x10 px is smaller than the model's 16x16 px window" in w and "80% padding (50 real pixels)" in w
+               for w in warnings), warnings
+
+
+def _gcp_scene(path: Path) -> Path:
+    gcps = [GroundControlPoint(0, 0, 300000, 5800000), GroundControlPoint(0, 80, 300800, 5800000),
+            GroundControlPoint(96, 0, 300000, 5799040), GroundControlPoint(96, 80, 300800, 5799040)]
+    with rasterio.open(path, "w", driver="GTiff", width=80, height=96, count=3, dtype="uint8") as ds:
+        ds.gcps = (gcps, CRS.from_epsg(32633))
+        ds.write(smooth_image(3, 96, 80))
+    return path
+
+
+def test_gcp_scene_keeps_its_gcps_and_never_gets_a_made_up_transform(cnn: Path, tmp_path: Path) -> None:
+    scene = _gcp_scene(tmp_path / "gcp.tif")
+    events: list[ProgressEvent] = []
+    out = tmp_path / "m.tif"
+    predict(PredictConfig(scenes=scene, output=out, model=cnn, confidence=True), events.append)
+    assert any("4 ground control points" in e.message for e in events if e.level == "warning")
+    for path in (out, tmp_path / "m.confidence.tif"):
+        with rasterio.open(path) as ds:
+            gcps, crs = ds.gcps
+            assert len(gcps) == 4 and crs == CRS.from_epsg(32633) and ds.crs is None
+            assert ds.transform.is_identity
+    with pytest.raises(ConfigError, match="ground control points.*--vector"):
+        predict(PredictConfig(scenes=scene, output=tmp_path / "m2.tif", model=cnn, vector=tmp_path / "m.gpkg"))
+    # Commands that need a regular grid refuse it with the way out.
+    with pytest.raises(GeoreferenceError, match="gdalwarp"):
+        open_scene(scene)
+    code, _, err = _cli("tile", str(scene), "-o", str(tmp_path / "chips"), "--size", "16")
+    assert code == 1 and "ground control points" in _one_error(err)
+
+
+# --- --json on failure --------------------------------------------------------------------------
+
+
+def test_json_failure_prints_a_json_error(scene: Path, tmp_path: Path) -> None:
+    code, out, err = _cli("predict", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "m.tif"), "--json")
+    assert code == 1 and "missing.tif" in err
+    doc = json.loads(out)
+    assert doc["exit_code"] == 1 and "missing.tif" in doc["error"] and doc["type"] == "InputNotFoundError"
+    code, out, _ = _cli("eval", str(tmp_path / "nothing"), "--json")
+    assert code != 0 and json.loads(out)["exit_code"] == code
+    code, out, _ = _cli("predict", str(scene), "-o", str(tmp_path / "m.tif"), "--batch-size", "0", "--json")
+    assert code == 2 and json.loads(out)["exit_code"] == 2
+    code, out, _ = _cli("predict", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "m.tif"))
+    assert code == 1 and out == ""  # without --json, stdout stays empty
