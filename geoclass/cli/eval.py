@@ -100,21 +100,34 @@ def _print_report(result: dict[str, Any]) -> None:
     from geoclass.cli.render import make_console
 
     console = make_console(stderr=False)
+    absent = result.get("classes_absent") or []
     if result.get("task") == "segment":
         table = Table("class", "IoU", title="per-class IoU")
         for name, iou in zip(result["classes"], result["iou"]):
-            table.add_row(name, "-" if iou is None else f"{iou:.4f}")
+            table.add_row(name, "absent" if name in absent else _number(iou))
         console.print(table)
-        console.print(f"pixel accuracy {result['pixel_accuracy']:.4f}   mean IoU {result['mean_iou']:.4f}")
+        console.print(f"pixel accuracy {result['pixel_accuracy']:.4f}   mean IoU {result['mean_iou']:.4f}"
+                      f"{_over(result)}")
         return
     table = Table("class", "precision", "recall", "F1", "support", title=f"{result['samples']} chips")
     for name, row in result["per_class"].items():
-        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
-                      str(row["support"]))
+        support = f"{row['support']} (absent)" if row.get("absent") else str(row["support"])
+        table.add_row(name, _number(row["precision"]), _number(row["recall"]), _number(row["f1"]), support)
     console.print(table)
-    auc = result.get("roc_auc")
     console.print(
-        f"accuracy {result['accuracy']:.4f}   macro F1 {result['macro_f1']:.4f}   "
-        f"weighted F1 {result['weighted_f1']:.4f}   kappa {result['cohen_kappa']:.4f}   "
-        f"ROC-AUC {'-' if auc is None else f'{auc:.4f}'}"
+        f"accuracy {result['accuracy']:.4f}   macro F1 {result['macro_f1']:.4f}{_over(result)}   "
+        f"weighted F1 {result['weighted_f1']:.4f}   kappa {_number(result['cohen_kappa'])}   "
+        f"ROC-AUC {_number(result.get('roc_auc'))}"
     )
+
+
+def _number(value: float | None) -> str:
+    """Four decimals, or ``-`` for a metric that is undefined on this data."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _over(result: dict[str, Any]) -> str:
+    """`` (over N of M classes)`` when some of the model's classes are absent from the data."""
+    if not result.get("classes_absent"):
+        return ""
+    return f" (over {len(result['macro_over'])} of {len(result['classes'])} classes)"

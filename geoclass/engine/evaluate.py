@@ -55,7 +55,9 @@ def evaluate(config: EvalConfig, progress: ProgressCallback | None = None) -> di
 
     Returns:
         The report: overall accuracy, per-class precision/recall/F1, macro and weighted F1,
-        Cohen's kappa, ROC-AUC and the confusion matrix (IoU metrics for segmenters).
+        Cohen's kappa, ROC-AUC and the confusion matrix (IoU metrics for segmenters). Macro
+        averages are over the classes present in the data (``macro_over``); the model's other
+        classes are listed in ``classes_absent`` (and noted through ``progress``).
 
     Raises:
         DatasetError: Labels the model does not know, or unreadable chips (named).
@@ -95,11 +97,17 @@ def evaluate(config: EvalConfig, progress: ProgressCallback | None = None) -> di
     if meta.task == "segment":
         result: dict[str, Any] = segmentation_summary(y_true, probabilities.argmax(1), meta.num_classes, IGNORE_INDEX)
         result["classes"] = list(meta.classes)
+        result["classes_absent"] = [meta.classes[k] for k in result.pop("absent_labels")]
+        result["macro_over"] = [c for c in meta.classes if c not in result["classes_absent"]]
     else:
         classes = list(meta.classes)
         if config.groups:
             y_true, probabilities, classes = _group(y_true, probabilities, classes, config.groups, config.data)
         result = classification_report(y_true, probabilities, classes)
+    absent, present = result["classes_absent"], result["macro_over"]
+    if absent and present:
+        report_to.info(f"{config.data} holds {len(present)} of the model's {len(result['classes'])} classes; "
+                       f"macro averages are over those present (absent: {', '.join(absent)})")
     result.update({
         "model": str(model_path), "data": str(config.data), "split": split or config.split_csv or "all",
         "task": meta.task, "seconds": round(elapsed, 3), "chips_per_second": round(len(samples) / max(elapsed, 1e-9), 1),
@@ -185,7 +193,8 @@ def write_plots(folder: Path, y_true: np.ndarray, probabilities: np.ndarray, cla
             ax.plot(fpr, tpr, label=name)
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (one vs rest)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no curve when the data hold a single class
+        ax.legend(fontsize=8)
     fig.tight_layout()
     roc_png = folder / "roc_curves.png"
     fig.savefig(roc_png, dpi=110)
