@@ -89,10 +89,20 @@ def mosaic(
         ),
     ] = False,
     overwrite: OverwriteOpt = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write the mosaic even when its canvas is huge and mostly empty (inputs far "
+            "apart: over 250 megapixels and over 4x the pixels the inputs cover).",
+            rich_help_panel=PANEL_OUTPUT,
+        ),
+    ] = False,
 ) -> None:
     """Mosaic class maps of neighbouring scenes into one map.
 
-    Maps in other CRSs are reprojected (nearest neighbour: classes stay classes).
+    Maps in other CRSs are reprojected (nearest neighbour: classes stay classes). Inputs
+    without a CRS are joined when they all lack one and share one pixel grid.
     """
     config = MosaicConfig(
         inputs=[parse_input(text) for text in inputs],
@@ -104,6 +114,7 @@ def mosaic(
         overwrite=overwrite,
         nodata=nodata,
         resampling=resampling,
+        force=force,
     )
     callback, live = make_progress_callback(cli_state(ctx).quiet)
     with live:
@@ -112,6 +123,6 @@ def mosaic(
     covered = "" if result.valid_fraction is None else f", {result.valid_fraction:.1%} with data"
     typer.echo(
         f"wrote {result.output} ({result.format}): {result.width}x{result.height} px, "
-        f"{result.crs}, {what}, {len(result.inputs)} inputs"
+        f"{result.crs or 'no CRS'}, {what}, {len(result.inputs)} inputs"
         f"{f' ({len(result.reprojected)} reprojected)' if result.reprojected else ''}{covered}"
     )

@@ -2,19 +2,26 @@
 
 The output grid is in the target CRS (the first input's unless given), at the finest input
 resolution (unless given), over the union of the inputs' extents, snapped to the grid of the first
-input already on it. Each output block is filled from the inputs that cover it: inputs on the
-output grid are read directly; others are read around the block's footprint and reprojected in
-memory (nearest neighbour for class maps), so memory is bounded by the block size whatever the
-input sizes. The GeoTIFF is written to a temporary file beside the target and renamed at the end.
+input already on it. Inputs without a CRS are joined only when they all lack one and share one
+pixel grid (the mosaic then has no CRS either). Each output block is filled from the inputs that
+cover it: inputs on the output grid are read directly; others are read around the block's
+footprint and reprojected in memory (nearest neighbour for class maps), so memory is bounded by
+the block size whatever the input sizes. The GeoTIFF is written to a temporary file beside the
+target and renamed at the end, under a lock on the output (``geoclass.io.outputs``).
+
+A canvas much larger than the inputs (inputs far apart) is mostly nodata and slow to write:
+when the inputs cover less than a quarter of it (the canvas has more than 4x their pixels) and it
+has more than 10 megapixels, a warning names its size; above 250 megapixels a GeoTIFF mosaic is
+refused unless ``force`` is set (a VRT costs nothing and only warns).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import time
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -27,17 +34,17 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
+from rasterio._err import CPLE_BaseError  # GDAL errors rasterio does not wrap (no public name)
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window
 
 from geoclass.errors import (
     BandError,
     ConfigError,
+    GeoclassError,
     GeoreferenceError,
     LabelError,
-    OutputError,
-    OutputExistsError,
 )
 from geoclass.io.class_map import (
     CLASS_BAND_DESCRIPTION,
@@ -45,6 +52,15 @@ from geoclass.io.class_map import (
     CLASSES_TAG,
     read_class_metadata,
     write_class_metadata,
+)
+from geoclass.io.outputs import (
+    OutputLock,
+    atomic_output,
+    check_output_path,
+    free_bytes,
+    input_files,
+    is_disk_full,
+    write_error,
 )
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.windows import window_bounds, window_transform
@@ -59,6 +75,13 @@ PathLike = str | os.PathLike[str]
 _METHODS = ("first", "last", "max-confidence")
 _TILE = 256
 _CLASS_RESAMPLING = ("nearest", "mode")
+# A canvas with more than _SPARSE_RATIO times the pixels the inputs cover is mostly nodata: warn
+# above _WARN_PIXELS, refuse a GeoTIFF above _REFUSE_PIXELS unless forced.
+_SPARSE_RATIO = 4
+_WARN_PIXELS = 10_000_000
+_REFUSE_PIXELS = 250_000_000
+# A write that fails with less free space than this on the output's disk ran out of space.
+_FULL_DISK_FREE = 8 * 1024 * 1024
 # Extra source pixels read around a block's footprint, so kernels at the block edge see the
 # same neighbours as in one big warp.
 _KERNEL_PAD = {"nearest": 1, "bilinear": 2, "cubic": 3, "cubic_spline": 3, "lanczos": 4}
@@ -127,6 +150,8 @@ class MosaicConfig:
         kind: ``classes`` or ``scene`` to override detection: a class map has ``GEOCLASS_CLASSES``
             tags, a colour table, or is a single 8-bit integer band.
         block_size: Side of the output blocks processed at once (a multiple of 256).
+        force: Write a GeoTIFF canvas even when it is huge and mostly empty (more than 250
+            megapixels and more than 4x the pixels the inputs cover: inputs far apart).
     """
 
     inputs: Sequence[MosaicInput | PathLike | Sequence[PathLike]]
@@ -140,6 +165,7 @@ class MosaicConfig:
     resampling: str | None = None
     kind: Kind = "auto"
     block_size: int = 1024
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +182,7 @@ class MosaicResult:
         count: Number of bands.
         dtype: Pixel dtype.
         nodata: Nodata value of the output.
-        crs: Output CRS as a string.
+        crs: Output CRS as a string (empty when the inputs have no CRS).
         transform: Output affine transform.
         bounds: ``(left, bottom, right, top)`` in the output CRS.
         inputs: Input labels, in the order given.
@@ -207,7 +233,7 @@ class _Source:
 
 @dataclass(frozen=True)
 class _Grid:
-    crs: CRS
+    crs: CRS | None  # None: inputs without a CRS on one pixel grid
     transform: Affine
     width: int
     height: int
@@ -226,10 +252,17 @@ def confidence_sibling(path: PathLike) -> Path:
     return p.with_name(f"{p.stem}.confidence{p.suffix}")
 
 
+def _open_input(path: Path) -> Any:
+    """``rasterio.open`` of an input already checked by ``open_scene`` (no CRS is fine)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
 def _first_file_info(path: Path) -> dict[str, Any]:
     open_scene(path).close()  # typed errors for missing / unreadable files
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # refused later, with a reason
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # checked in _run, with a reason
         ds = rasterio.open(path)
     with ds:
         try:
@@ -296,7 +329,7 @@ def _open_source(spec: MosaicInput, config: MosaicConfig, kind_hint: Kind) -> _S
             f"{spec.label}: --method max-confidence works on class maps with confidence; "
             "for raw scenes use first or last"
         )
-    scene = open_scene(paths, bands, resampling=resampling, require_crs=True, nodata=config.nodata)
+    scene = open_scene(paths, bands, resampling=resampling, nodata=config.nodata)
     meta = info["meta"] if kind == "classes" else None
     return _Source(
         spec=spec,
@@ -363,7 +396,7 @@ def _target_crs(config: MosaicConfig, sources: list[_Source]) -> CRS:
 def _place(source: _Source, crs: CRS) -> None:
     """Bounds and resolution of a source in the target CRS."""
     sc = source.scene
-    assert sc.crs is not None
+    assert sc.crs is not None  # inputs without a CRS go through _pixel_grid
     t = sc.transform
     if sc.crs == crs:
         source.bounds = tuple(sc.bounds)  # type: ignore[assignment]
@@ -441,6 +474,98 @@ def _grid(sources: list[_Source], crs: CRS, res: tuple[float, float]) -> _Grid:
     return _Grid(crs, transform, width, height)
 
 
+def _pixel_grid(config: MosaicConfig, sources: list[_Source]) -> _Grid:
+    """The grid of inputs without a CRS: the first input's pixel grid, over all of them.
+
+    Raises:
+        ConfigError: ``crs`` or a different ``res`` was asked for (nothing to reproject with).
+        GeoreferenceError: An input is not on the first one's pixel grid.
+    """
+    ref = sources[0]
+    r = ref.scene.transform
+    if config.crs is not None:
+        raise ConfigError(
+            f"--crs {config.crs}: the inputs have no CRS, so they cannot be reprojected; assign "
+            "their CRS first (gdal_edit.py -a_srs) or leave out --crs"
+        )
+    if config.res is not None and not all(
+        math.isclose(a, b, rel_tol=1e-9)
+        for a, b in zip((abs(r.a), abs(r.e)), _resolution(config, sources))
+    ):
+        raise ConfigError(
+            f"--res {config.res}: the inputs have no CRS, so they cannot be resampled; the mosaic "
+            f"keeps their pixel size ({abs(r.a):g} x {abs(r.e):g})"
+        )
+    inv = ~r
+    places: list[tuple[int, int]] = []
+    for s in sources:
+        t = s.scene.transform
+        same = all(
+            math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
+            for x, y in ((t.a, r.a), (t.b, r.b), (t.d, r.d), (t.e, r.e))
+        )
+        col = _whole(t.c * inv.a + t.f * inv.b + inv.c)
+        row = _whole(t.c * inv.d + t.f * inv.e + inv.f)
+        if not same or col is None or row is None:
+            raise GeoreferenceError(
+                f"{s.label}: has no CRS and is not on the pixel grid of {ref.label} (pixel "
+                f"{t.a:g} x {t.e:g} at {t.c:g}, {t.f:g}; expected {r.a:g} x {r.e:g} and a whole "
+                f"number of pixels from {r.c:g}, {r.f:g}); inputs without a CRS can only be "
+                "joined on one shared pixel grid"
+            )
+        places.append((col, row))
+    c0 = min(c for c, _ in places)
+    r0 = min(rw for _, rw in places)
+    c1 = max(c + s.scene.width for (c, _), s in zip(places, sources))
+    r1 = max(rw + s.scene.height for (_, rw), s in zip(places, sources))
+    for (c, rw), s in zip(places, sources):
+        s.offset = (c - c0, rw - r0)
+        s.footprint = (c - c0, rw - r0, c - c0 + s.scene.width, rw - r0 + s.scene.height)
+        s.res = (abs(r.a), abs(r.e))
+        s.bounds = tuple(s.scene.bounds)  # type: ignore[assignment]
+    return _Grid(None, r * Affine.translation(c0, r0), c1 - c0, r1 - r0)
+
+
+def _fmt_share(fraction: float) -> str:
+    """``0.1234`` -> ``about 12%``; tiny shares as ``less than 0.01%``."""
+    pct = 100 * fraction
+    if pct >= 1:
+        return f"about {pct:.0f}%"
+    return f"about {pct:.2f}%" if pct >= 0.01 else "less than 0.01%"
+
+
+def _check_canvas(
+    config: MosaicConfig, sources: list[_Source], grid: _Grid, vrt: bool, reporter: Reporter
+) -> None:
+    """Warn about (or refuse) a canvas that is huge and mostly empty: inputs far apart.
+
+    The inputs' share of the canvas is estimated as the sum of their footprints on the output
+    grid, capped at 1 (footprints of reprojected inputs are bounding boxes: an over-estimate).
+
+    Raises:
+        ConfigError: A GeoTIFF canvas of more than ``_REFUSE_PIXELS`` pixels, more than
+            ``_SPARSE_RATIO`` times what the inputs cover, without ``force``.
+    """
+    canvas = grid.width * grid.height
+    covered = sum(
+        max(0, c1 - c0) * max(0, r1 - r0) for c0, r0, c1, r1 in (s.footprint for s in sources)
+    )
+    share = min(1.0, covered / canvas)
+    if canvas <= _SPARSE_RATIO * covered or canvas <= _WARN_PIXELS:
+        return
+    size = (
+        f"{grid.width} x {grid.height} pixels ({canvas / 1e9:.3g} gigapixels) and the inputs "
+        f"cover {_fmt_share(share)} of it"
+    )
+    if canvas > _REFUSE_PIXELS and not (vrt or config.force):
+        raise ConfigError(
+            f"the mosaic canvas would be {size}: the inputs lie far apart, so it would be mostly "
+            "nodata and slow to write; pass --force to write it anyway, or mosaic inputs that "
+            "are neighbours"
+        )
+    reporter.warn(f"the mosaic canvas is {size} (the inputs lie far apart); the rest is nodata")
+
+
 def _locate(source: _Source, grid: _Grid) -> None:
     """Where a source lies on the output grid: a whole-pixel offset, or None (reprojected)."""
     t = source.scene.transform
@@ -509,18 +634,26 @@ def _read_warped(
     k = data.shape[0]
     src = np.concatenate([data, np.where(valid, 255, 0).astype(data.dtype)[None]])
     dst = np.zeros((k + 1, int(win.height), int(win.width)), dtype=data.dtype)
-    reproject(
-        src,
-        dst,
-        src_transform=sc.window_transform(src_win),
-        src_crs=sc.crs,
-        dst_transform=window_transform(grid.transform, win),
-        dst_crs=grid.crs,
-        resampling=Resampling[resampling],
-        src_alpha=k + 1,
-        dst_alpha=k + 1,
-        num_threads=1,
-    )
+    try:
+        reproject(
+            src,
+            dst,
+            src_transform=sc.window_transform(src_win),
+            src_crs=sc.crs,
+            dst_transform=window_transform(grid.transform, win),
+            dst_crs=grid.crs,
+            resampling=Resampling[resampling],
+            src_alpha=k + 1,
+            dst_alpha=k + 1,
+            num_threads=1,
+        )
+    except (RasterioError, CPLE_BaseError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        assert grid.crs is not None
+        raise GeoreferenceError(
+            f"{source.label}: cannot be reprojected onto the mosaic grid ({sc.crs.to_string()} -> "
+            f"{grid.crs.to_string()}: {reason})"
+        ) from exc
     # Alpha is exactly 0/255 for nearest; kernels give partial alpha at edges: count the majority.
     threshold = 0 if resampling == "nearest" else 127
     return dst[:k], dst[k] > threshold
@@ -547,7 +680,17 @@ def _touches(footprint: tuple[int, int, int, int], win: Window) -> bool:
 # --- outputs ------------------------------------------------------------------------------------
 
 
-def _check_output(config: MosaicConfig, sources: Sequence[MosaicInput]) -> tuple[Path, bool]:
+def _check_output(
+    config: MosaicConfig, sources: Sequence[MosaicInput]
+) -> tuple[Path, bool]:
+    """The output path and whether it is a VRT.
+
+    Raises:
+        ConfigError: Wrong extension, or the output is an input (by name, symlink, hard link or
+            as a source of an input VRT).
+        OutputExistsError: It exists and ``overwrite`` is False.
+        OutputError: It is a folder, or its folder cannot be created or written to.
+    """
     out = Path(config.output)
     suffix = out.suffix.lower()
     vrt = config.vrt or suffix == ".vrt"
@@ -558,25 +701,28 @@ def _check_output(config: MosaicConfig, sources: Sequence[MosaicInput]) -> tuple
             f"{out}: the mosaic is written as GeoTIFF (.tif, .tiff) or, with --vrt, as .vrt; "
             f"got {out.suffix or 'no extension'!r}"
         )
-    folder = out.parent
-    if not folder.is_dir():
-        raise OutputError(f"{out}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: output folder {folder} is not writable")
-    if out.is_dir():
-        raise OutputError(f"{out}: is a directory")
-    if out.exists() and not config.overwrite:
-        raise OutputExistsError(f"{out}: already exists (use --overwrite to replace it)")
-    target = out.resolve()
-    for spec in sources:
-        for p in spec.paths:
-            if p.exists() and p.resolve() == target:
-                raise ConfigError(f"{out}: is also an input; write the mosaic to another file")
+    given = [p for spec in sources for p in spec.paths]
+    if config.method == "max-confidence":  # confidence files beside the maps are read too
+        given += [confidence_sibling(spec.paths[0]) for spec in sources if len(spec.paths) == 1]
+    inputs = input_files(given, "raster")
+    check_output_path(out, overwrite=config.overwrite, inputs=inputs, kind="mosaic")
     return out, vrt
 
 
-def _temp_path(out: Path) -> Path:
-    return out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.tmp{out.suffix}")
+def _lock(out: Path) -> OutputLock:
+    """Take the lock on ``out`` (``OutputLock``), with a one-line error on a full disk.
+
+    ``OutputLock.acquire`` lets the ``OSError`` of writing its process id through once it holds
+    the lock (and leaves the lock file behind): release it here and report it in one line.
+    """
+    lock = OutputLock(out)
+    try:
+        return lock.acquire()
+    except GeoclassError:
+        raise
+    except OSError as exc:
+        lock.path.unlink(missing_ok=True)
+        raise write_error(exc, out) from exc
 
 
 def _output_nodata(
@@ -604,7 +750,7 @@ def _output_nodata(
 def _description(source: _Source) -> list[str] | None:
     if len(source.spec.paths) != 1:
         return None
-    with rasterio.open(source.spec.paths[0]) as ds:
+    with _open_input(source.spec.paths[0]) as ds:
         descs = [ds.descriptions[b - 1] for b in source.scene.bands]
     return [d or "" for d in descs] if any(descs) else None
 
@@ -635,7 +781,8 @@ def _write_vrt(
 ) -> None:
     """Write a VRT whose sources are the input files placed on the output grid."""
     root = ET.Element("VRTDataset", rasterXSize=str(grid.width), rasterYSize=str(grid.height))
-    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = grid.crs.to_wkt()
+    if grid.crs is not None:
+        ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = grid.crs.to_wkt()
     t = grid.transform
     ET.SubElement(root, "GeoTransform").text = ", ".join(
         repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e)
@@ -650,7 +797,7 @@ def _write_vrt(
     for s in sources:
         files: list[tuple[Path, Any]] = []
         for p in s.spec.paths:
-            with rasterio.open(p) as ds:
+            with _open_input(p) as ds:
                 files.append(
                     (
                         p,
@@ -752,13 +899,9 @@ def _write_vrt(
             elif info["mask"][lb - 1] & per_dataset:
                 ET.SubElement(src, "UseMaskBand").text = "true"
     ET.indent(root)
-    tmp = _temp_path(out)
-    try:
-        ET.ElementTree(root).write(tmp, encoding="utf-8")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    with atomic_output(out, needed_bytes=len(text)) as tmp:
+        tmp.write_bytes(text)
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -779,10 +922,15 @@ def mosaic(config: MosaicConfig, progress: ProgressCallback | None = None) -> Mo
             confidence, class maps mixed with scenes).
         LabelError: Class maps whose class lists disagree (both are named).
         BandError: Raw scenes with different band counts.
-        GeoreferenceError: Inputs without a CRS, or that cannot be reprojected; ``vrt`` with
-            inputs not on one grid.
+        ConfigError: Also: the output is an input (even through a VRT or a link); a huge, mostly
+            empty GeoTIFF canvas (inputs far apart) without ``force``.
+        GeoreferenceError: Inputs with a CRS mixed with inputs without one; inputs without a CRS
+            not on one pixel grid; inputs that cannot be reprojected; ``vrt`` with inputs not on
+            one grid.
         OutputExistsError: The output exists and ``overwrite`` is False.
-        OutputError: The output folder is missing or not writable.
+        OutputBusyError: Another run is writing the same output.
+        DiskFullError: The disk filled up while writing (the message names the space needed).
+        OutputError: The output folder is not writable, or the output cannot be written.
         InputNotFoundError, RasterOpenError: An input cannot be read.
     """
     started = time.perf_counter()
@@ -811,6 +959,7 @@ def mosaic(config: MosaicConfig, progress: ProgressCallback | None = None) -> Mo
         )
 
     sources: list[_Source] = []
+    lock = _lock(out)
     try:
         for spec in specs:
             sources.append(_open_source(spec, config, config.kind))
@@ -818,6 +967,7 @@ def mosaic(config: MosaicConfig, progress: ProgressCallback | None = None) -> Mo
     finally:
         for s in sources:
             s.scene.close()
+        lock.release()
 
 
 def _run(
@@ -856,21 +1006,42 @@ def _run(
         count = sources[0].scene.count
         dtype = np.result_type(*[np.dtype(s.scene.dtype) for s in sources])
 
-    crs = _target_crs(config, sources)
-    for s in sources:
-        _place(s, crs)
-    grid = _grid(sources, crs, _resolution(config, sources))
-    for s in sources:
-        _locate(s, grid)
+    with_crs = [s for s in sources if s.scene.crs is not None]
+    without = [s for s in sources if s.scene.crs is None]
+    if with_crs and without:
+        georef = with_crs[0].scene.crs
+        assert georef is not None
+        raise GeoreferenceError(
+            f"{without[0].label}: has no CRS, but {with_crs[0].label} is in {georef.to_string()}; "
+            "a mosaic cannot place inputs without a CRS among georeferenced ones (assign their "
+            "CRS with gdal_edit.py -a_srs, or mosaic them separately)"
+        )
+    crs: CRS | None
+    if without:
+        crs = None
+        grid = _pixel_grid(config, sources)
+        reporter.warn(
+            "the inputs have no CRS: they are joined on their shared pixel grid and the mosaic "
+            "has no CRS either"
+        )
+    else:
+        crs = _target_crs(config, sources)
+        for s in sources:
+            _place(s, crs)
+        grid = _grid(sources, crs, _resolution(config, sources))
+        for s in sources:
+            _locate(s, grid)
+    _check_canvas(config, sources, grid, vrt, reporter)
     reprojected = [s.label for s in sources if s.offset is None]
     if vrt and reprojected:
         s = next(s for s in sources if s.offset is None)
         raise GeoreferenceError(_vrt_refusal(s.label, s.scene.crs, s.scene.transform, grid))
     for s in sources:
         if s.offset is None:
-            src_crs = s.scene.crs.to_string() if s.scene.crs else "?"
+            assert crs is not None and s.scene.crs is not None
             reporter.info(
-                f"{s.label}: not on the mosaic grid ({src_crs} -> {crs.to_string()}); "
+                f"{s.label}: not on the mosaic grid ({s.scene.crs.to_string()} -> "
+                f"{crs.to_string()}); "
                 f"resampled with {s.scene.resampling}"
             )
     nodata = _output_nodata(kind, dtype, config, sources, reporter)
@@ -884,7 +1055,7 @@ def _run(
         "count": count,
         "dtype": dtype.name,
         "nodata": nodata,
-        "crs": crs.to_string(),
+        "crs": crs.to_string() if crs is not None else "",
         "transform": grid.transform,
         "bounds": grid.bounds,
         "inputs": [s.label for s in sources],
@@ -913,7 +1084,7 @@ def _run(
 
 def _class_dtype(source: _Source) -> str:
     """dtype of the class band itself (a stack with a float confidence reads as float)."""
-    with rasterio.open(source.spec.paths[0]) as ds:
+    with _open_input(source.spec.paths[0]) as ds:
         return ds.dtypes[source.scene.bands[0] - 1]
 
 
@@ -923,6 +1094,67 @@ def _block_size(config: MosaicConfig, sources: list[_Source], grid: _Grid) -> in
     worst = max((out_px / (s.res[0] * s.res[1]) for s in sources if s.offset is None), default=1.0)
     scale = max(1, math.ceil(math.sqrt(worst)))
     return max(_TILE, (config.block_size // scale) // _TILE * _TILE)
+
+
+def _write_failure(exc: BaseException, out: Path) -> BaseException:
+    """What a failed GeoTIFF write should raise, for ``atomic_output`` to report in one line.
+
+    libtiff's reason ("No space left on device") only reaches GDAL's log; the exception says
+    "Write error at scanline N". So a write that fails while the output's disk has (almost) no
+    free space left is reported as a full disk.
+    """
+    if isinstance(exc, GeoclassError) or is_disk_full(exc):
+        return exc
+    free = free_bytes(out.parent if str(out.parent) else Path("."))
+    if free is not None and free < _FULL_DISK_FREE:
+        return OSError(errno.ENOSPC, f"No space left on device ({' '.join(str(exc).split())})")
+    if isinstance(exc, CPLE_BaseError):  # GDAL errors rasterio lets through (e.g. at close)
+        return RasterioIOError(" ".join(str(exc).split()))
+    return exc
+
+
+def _fill_block(
+    sources: list[_Source],
+    order: list[_Source],
+    grid: _Grid,
+    win: Window,
+    method: Method,
+    count: int,
+    dtype: np.dtype,
+    nodata: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One output block: its pixels and where they hold data."""
+    h, w = int(win.height), int(win.width)
+    block = np.full((count, h, w), nodata, dtype=dtype)
+    filled = np.zeros((h, w), bool)
+    best = np.full((h, w), -np.inf) if method == "max-confidence" else None
+    for s in order:
+        if not _touches(s.footprint, win):
+            continue
+        got = (
+            _read_direct(s, win)
+            if s.offset is not None
+            else _read_warped(s, grid, win, s.scene.resampling)
+        )
+        if got is None:
+            continue
+        data, valid = got
+        if best is None:
+            take = valid & ~filled
+        else:
+            conf = data[1].astype(np.float64)
+            conf[np.isnan(conf)] = -np.inf
+            take = valid & (~filled | (conf > best))
+            best[take] = conf[take]
+        if take.all():
+            block[:] = data[:count]
+            filled[:] = True
+        elif take.any():
+            np.copyto(block, data[:count], casting="unsafe", where=take[None])
+            filled |= take
+        if best is None and filled.all():
+            break
+    return block, filled
 
 
 def _write_tiff(
@@ -961,60 +1193,39 @@ def _write_tiff(
     order = sources[::-1] if method == "last" else sources
     blocks = _blocks(grid.width, grid.height, _block_size(config, sources, grid))
     n_valid = 0
-    tmp = _temp_path(out)
+    descs = _description(sources[0]) if kind == "scene" else None
+    # Upper bound of the output's size: uncompressed pixels (deflate only makes it smaller).
+    needed = grid.width * grid.height * count * dtype.itemsize
     reporter.start("mosaic", len(blocks))
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            names, colors = classes
-            if kind == "classes":
-                if names is not None and colors is not None:
-                    write_class_metadata(dst, names, colors)
-                else:
-                    dst.set_band_description(1, CLASS_BAND_DESCRIPTION)
-                    if colormap and dtype.name in ("uint8", "uint16"):
-                        dst.write_colormap(1, colormap)
-            else:
-                descs = _description(sources[0])
-                for i, d in enumerate(descs or []):
-                    if d:
-                        dst.set_band_description(i + 1, d)
-            for win in blocks:
-                h, w = int(win.height), int(win.width)
-                block = np.full((count, h, w), nodata, dtype=dtype)
-                filled = np.zeros((h, w), bool)
-                best = np.full((h, w), -np.inf) if method == "max-confidence" else None
-                for s in order:
-                    if not _touches(s.footprint, win):
-                        continue
-                    got = (
-                        _read_direct(s, win)
-                        if s.offset is not None
-                        else _read_warped(s, grid, win, s.scene.resampling)
-                    )
-                    if got is None:
-                        continue
-                    data, valid = got
-                    if best is None:
-                        take = valid & ~filled
+    with atomic_output(out, needed_bytes=needed) as tmp:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # inputs without a CRS
+                dst = rasterio.open(tmp, "w", **profile)
+            with dst:
+                names, colors = classes
+                if kind == "classes":
+                    if names is not None and colors is not None:
+                        write_class_metadata(dst, names, colors)
                     else:
-                        conf = data[1].astype(np.float64)
-                        conf[np.isnan(conf)] = -np.inf
-                        take = valid & (~filled | (conf > best))
-                        best[take] = conf[take]
-                    if take.all():
-                        block[:] = data[:count]
-                        filled[:] = True
-                    elif take.any():
-                        np.copyto(block, data[:count], casting="unsafe", where=take[None])
-                        filled |= take
-                    if best is None and filled.all():
-                        break
-                dst.write(block, window=win)
-                n_valid += int(filled.sum())
-                reporter.advance("mosaic")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+                        dst.set_band_description(1, CLASS_BAND_DESCRIPTION)
+                        if colormap and dtype.name in ("uint8", "uint16"):
+                            dst.write_colormap(1, colormap)
+                else:
+                    for i, d in enumerate(descs or []):
+                        if d:
+                            dst.set_band_description(i + 1, d)
+                for win in blocks:
+                    block, filled = _fill_block(
+                        sources, order, grid, win, method, count, dtype, nodata
+                    )
+                    dst.write(block, window=win)
+                    n_valid += int(filled.sum())
+                    reporter.advance("mosaic")
+        except (OSError, RasterioError, CPLE_BaseError) as exc:
+            failure = _write_failure(exc, out)
+            if failure is exc:
+                raise
+            raise failure from exc
     reporter.end("mosaic")
     return n_valid

@@ -270,8 +270,24 @@ def _crs_name(crs: CRS | None) -> str:
     return f"EPSG:{epsg}" if epsg else (crs.to_string()[:60] or "a custom CRS")
 
 
+def _norm_bounds(b: Sequence[float]) -> tuple[float, float, float, float]:
+    """``(left, bottom, right, top)`` with left <= right and bottom <= top.
+
+    A raster without georeferencing has an identity transform (y grows downwards), so its
+    "bottom" is larger than its "top"; overlap tests need the ordered form.
+    """
+    return (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two boxes (any corner order) share some area."""
+    a, b = _norm_bounds(a), _norm_bounds(b)
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def _scene_bounds(scene: Scene) -> tuple[float, float, float, float]:
-    return window_bounds(scene.transform, Window(0, 0, scene.width, scene.height))
+    """The scene's extent, ordered (bottom <= top even for a pixel-grid raster)."""
+    return _norm_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
 
 
 def _is_vector(path: str, layer: str | None) -> bool:
@@ -457,7 +473,7 @@ class VectorLabels:
         """Class ids of the features in ``window`` (``UNLABELLED`` elsewhere); None if none touch it."""
         h, w = int(window.height), int(window.width)
         wt = window_transform(self._scene_transform, window)
-        left, bottom, right, top = window_bounds(self._scene_transform, window)
+        left, bottom, right, top = _norm_bounds(window_bounds(self._scene_transform, window))
         with self._lock:  # STRtree queries from several threads are not documented as safe
             idx = self._tree.query(shapely.box(left, bottom, right, top), predicate="intersects")
         if len(idx) == 0:
@@ -592,7 +608,7 @@ class RasterLabels:
             )
             self._src_crs, self._src_transform = crs, transform
             sb = _scene_bounds(scene)
-            lb = window_bounds(transform, Window(0, 0, width, height))
+            lb = _norm_bounds(window_bounds(transform, Window(0, 0, width, height)))
             if crs is not None and scene.crs is not None and crs != scene.crs:
                 try:
                     lb = transform_bounds(crs, scene.crs, *lb, densify_pts=21)
@@ -601,7 +617,7 @@ class RasterLabels:
                 except RasterioError as exc:
                     raise LabelError(f"{self.path}: bounds cannot be transformed to the scene's "
                                      f"CRS ({_one_line(exc)})") from exc
-            if not (lb[0] < sb[2] and sb[0] < lb[2] and lb[1] < sb[3] and sb[1] < lb[3]):
+            if not _overlaps(lb, sb):
                 raise LabelError(
                     f"{self.path}: labels (bounds {_fmt_bounds(lb)}) do not overlap the scene "
                     f"(bounds {_fmt_bounds(sb)}), both in {_crs_name(scene.crs)}"
@@ -645,7 +661,11 @@ class RasterLabels:
             sb = _scene_bounds(scene)
             if self._src_crs is not None and scene.crs is not None and self._src_crs != scene.crs:
                 sb = transform_bounds(scene.crs, self._src_crs, *sb, densify_pts=21)
-            win = rasterio.windows.from_bounds(*sb, transform=self._src_transform)
+            left, bottom, right, top = _norm_bounds(sb)
+            if self._src_transform.e > 0:  # pixel grid (y down): rasterio wants "top" above
+                bottom, top = top, bottom
+            win = rasterio.windows.from_bounds(left, bottom, right, top,
+                                               transform=self._src_transform)
             win = win.round_offsets(op="floor").round_lengths(op="ceil")
             inter = win.intersection(whole)
             return Window(int(inter.col_off), int(inter.row_off), int(inter.width) + 1,
