@@ -263,11 +263,36 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _format_duration(seconds: float) -> str:
+    """``42s``, ``5m07s`` or ``2h05m``: short enough for a log line, exact enough for an ETA."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _format_count(value: float) -> str:
+    return _format_value(int(value) if float(value).is_integer() else value)
+
+
+# Without a terminal (a log file, nohup, CI) there is no bar to watch, so a task prints a plain
+# line when it passes each 10% of its total, and at least every LOG_EVERY_S when the total is
+# unknown or progress is slow; never two within LOG_MIN_GAP_S, so short tasks print only their
+# summary line.
+LOG_STEPS = 10
+LOG_EVERY_S = 30.0
+LOG_MIN_GAP_S = 5.0
+
+
 @dataclass
 class _Timing:
     started: float
     total: float | None
     completed: float = 0.0
+    last_line: float = 0.0  # when the last progress line was printed (or the task started)
+    last_step: int = 0  # the last LOG_STEPS fraction of the total that was passed
 
 
 class ProgressRenderer(AbstractContextManager["ProgressRenderer"]):
@@ -280,8 +305,9 @@ class ProgressRenderer(AbstractContextManager["ProgressRenderer"]):
     - ``metrics``: an aligned row per event, with a header row whenever the columns change.
 
     Bars are drawn only when stderr is a terminal and ``quiet`` is off. Without a terminal
-    (logs, CI), each finished task prints one summary line instead; under ``quiet`` nothing but
-    warnings is printed.
+    (logs, nohup, CI), a task prints a plain line at each 10% of its total and at least every
+    30 s (``train: 125/1250 (10%), 3.21 it/s, elapsed 39s, eta 5m51s``), but not two within
+    5 s, and one summary line when it ends; under ``quiet`` nothing but warnings is printed.
     """
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
@@ -333,7 +359,8 @@ class ProgressRenderer(AbstractContextManager["ProgressRenderer"]):
                 handler(event)
 
     def _on_start(self, event: ProgressEvent) -> None:
-        self._timings[event.task] = _Timing(time.monotonic(), event.total)
+        now = time.monotonic()
+        self._timings[event.task] = _Timing(now, event.total, last_line=now)
         if self._progress is None:
             return
         task_id = self._tasks.get(event.task)
@@ -351,6 +378,38 @@ class ProgressRenderer(AbstractContextManager["ProgressRenderer"]):
         timing.completed += event.step
         if self._progress is not None:
             self._progress.advance(self._tasks[event.task], event.step)
+        elif not self.quiet:
+            self._log_progress(event.task, timing)
+
+    def _log_progress(self, task: str, timing: _Timing) -> None:
+        """Print a progress line for a log when a 10% step was passed or LOG_EVERY_S went by."""
+        now = time.monotonic()
+        since = now - timing.last_line
+        due = since >= LOG_EVERY_S
+        total = timing.total
+        if total:
+            if timing.completed >= total:
+                return  # the summary line follows at the end
+            step = int(timing.completed * LOG_STEPS // total)
+            if step > timing.last_step:
+                # a step passed within LOG_MIN_GAP_S of the last line is skipped, not postponed,
+                # so lines stay at round percentages
+                timing.last_step = step
+                due = due or since >= LOG_MIN_GAP_S
+        if not due:
+            return
+        timing.last_line = now
+        elapsed = now - timing.started
+        done = timing.completed
+        head = f"{task}: {_format_count(done)}"
+        if total:
+            head += f"/{_format_count(total)} ({int(100 * done // total)}%)"
+        rate = done / elapsed if elapsed > 0 and done > 0 else None
+        parts = [head, f"{_format_number(rate, 3)} it/s" if rate else "- it/s",
+                 f"elapsed {_format_duration(elapsed)}"]
+        if total and rate:
+            parts.append(f"eta {_format_duration((total - done) / rate)}")
+        self.console.print(Text(", ".join(parts), style="dim"), soft_wrap=True)
 
     def _on_end(self, event: ProgressEvent) -> None:
         timing = self._timings.pop(event.task, None)

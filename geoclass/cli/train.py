@@ -219,6 +219,18 @@ def train(
             rich_help_panel=PANEL_TRAINING,
         ),
     ] = 0.0,
+    checkpoint_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--checkpoint-minutes",
+            min=0.0,
+            metavar="MIN",
+            help="Also checkpoint within long epochs every MIN minutes (default 5; 0: at epoch "
+            "ends only), so Ctrl-C loses minutes, not the epoch. With --resume: a new interval.",
+            rich_help_panel=PANEL_TRAINING,
+            show_default=False,
+        ),
+    ] = None,
     cache: Annotated[
         bool,
         typer.Option(
@@ -247,7 +259,8 @@ def train(
 ) -> None:
     """Train a land-cover model on chips.
 
-    Saves a checkpoint every epoch; --resume RUN_DIR continues from the last one.
+    Saves a checkpoint every epoch, and every few minutes within long epochs; --resume RUN_DIR
+    continues from the last one.
     The best model (by validation accuracy) is RUN_DIR/model.safetensors.
     """
     from geoclass.cli.render import cli_state, make_progress_callback, print_json
@@ -256,7 +269,8 @@ def train(
     callback, live = make_progress_callback(cli_state(ctx).quiet)
     if resume is not None:
         with live:
-            result = engine.resume(resume, progress=callback, epochs=epochs, data=_str(data))
+            result = engine.resume(resume, progress=callback, epochs=epochs, data=_str(data),
+                                   checkpoint_minutes=checkpoint_minutes)
     else:
         for flag, value in (("DATA", data), ("--model", model), ("--output", output)):
             if value is None:
@@ -274,6 +288,8 @@ def train(
             workers=default_workers() if workers is None else workers,
             seed=seed, device=device, groups=parse_groups(groups),
             radiometry=load_radiometry(radiometry), overwrite=overwrite,
+            checkpoint_minutes=engine.TrainConfig.checkpoint_minutes if checkpoint_minutes is None
+            else checkpoint_minutes,
         )
         with live:
             result = engine.train(config, progress=callback)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from itertools import islice
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -62,20 +63,27 @@ class SeededSampler(Sampler[tuple[int, int]]):
     """Shuffles indices and pairs each with an augmentation seed, both drawn from ``generator``.
 
     Reseed the generator at the start of every epoch (``generator.manual_seed(...)``) and the
-    epoch's order and augmentations depend only on that seed.
+    epoch's order and augmentations depend only on that seed. Give the DataLoader a generator of
+    its own, not this one: it draws its worker seed from its generator whenever it starts workers,
+    which with persistent workers is only in the first epoch a process runs, so a shared generator
+    would give a resumed run another order than an uninterrupted one.
+
+    Set ``start`` to continue an epoch part way: the next pass draws the whole epoch's order and
+    seeds as usual and yields them from item ``start`` on, so the items before it are never loaded.
     """
 
     def __init__(self, length: int, generator: torch.Generator) -> None:
         self.length = length
         self.generator = generator
+        self.start = 0
 
     def __len__(self) -> int:
-        return self.length
+        return max(self.length - self.start, 0)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = torch.randperm(self.length, generator=self.generator).tolist()
         seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=self.generator).tolist()
-        return iter(zip(order, seeds))
+        return islice(zip(order, seeds), self.start, None)
 
 
 class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

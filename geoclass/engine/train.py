@@ -10,7 +10,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -77,6 +77,9 @@ class TrainConfig:
     cache: bool = True
     max_stat_chips: int = 2000
     overwrite: bool = False
+    # Also checkpoint within an epoch when this long has passed since the last checkpoint, so a
+    # Ctrl-C in a long epoch loses minutes, not the epoch; 0 checkpoints at epoch ends only.
+    checkpoint_minutes: float = 5.0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -97,6 +100,8 @@ class TrainConfig:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
         if self.augment_strength not in ("strong", "light"):
             raise ConfigError(f"augment_strength must be strong or light, got {self.augment_strength!r}")
+        if not 0 <= self.checkpoint_minutes < math.inf:
+            raise ConfigError(f"--checkpoint-minutes must be 0 (off) or more, got {self.checkpoint_minutes}")
 
 
 @dataclass
@@ -116,7 +121,8 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
 
     Raises:
         OutputExistsError: ``out_dir`` already holds a run and ``overwrite`` is off.
-        Interrupted: Ctrl-C; the last completed epoch is saved and can be resumed.
+        Interrupted: Ctrl-C; the completed epochs, and in a long epoch the batches done by its last
+            checkpoint, are saved and can be resumed; the message says which.
     """
     config.validate()
     run_dir = Path(config.out_dir)
@@ -133,13 +139,17 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
 
 
 def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs: int | None = None,
-           data: str | None = None) -> TrainResult:
-    """Continue an interrupted run exactly where its last completed epoch ended.
+           data: str | None = None, checkpoint_minutes: float | None = None) -> TrainResult:
+    """Continue an interrupted run exactly where its last checkpoint left it.
+
+    That is the end of the last completed epoch, or a point within the epoch after it (see
+    ``TrainConfig.checkpoint_minutes``), from which the epoch goes on with its remaining batches.
 
     Args:
         run_dir: The run folder of the interrupted run.
         epochs: A new total number of epochs (to extend a finished run).
         data: The training data, when the caller names it: it must be the run's.
+        checkpoint_minutes: A new checkpoint interval within epochs (default: the run's).
 
     Raises:
         InputNotFoundError: ``run_dir`` holds no run.
@@ -154,6 +164,9 @@ def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs
                           f"resume it with: geoclass train --resume {run_dir}")
     if epochs is not None:
         config.epochs = epochs
+    if checkpoint_minutes is not None:
+        config.checkpoint_minutes = checkpoint_minutes
+        config.validate()
     state = load_checkpoint(run_dir / LAST_CKPT)
     return _Trainer(config, run_dir, progress).run(resume_state=state)
 
@@ -216,6 +229,9 @@ class _Trainer:
         self.config = config
         self.run_dir = run_dir
         self.report = Reporter(progress)
+        # What last.ckpt holds: (completed epochs, batches of the next epoch, its batch count).
+        self._saved = (0, 0, 0)
+        self._last_save = time.monotonic()
 
     # ----------------------------------------------------------------- data
     def _sample_sets(self) -> tuple[SampleSet, list[Sample]]:
@@ -290,8 +306,10 @@ class _Trainer:
                                   "worker_init_fn": _seed_worker}
         if c.workers > 0:
             common.update(persistent_workers=True, prefetch_factor=4)
+        # The loader draws its worker seed from a generator of its own (see SeededSampler).
+        loader_generator = torch.Generator().manual_seed(c.seed)
         train_loader = DataLoader(train_ds, batch_size=c.batch_size, sampler=SeededSampler(len(train_ds), generator),
-                                  drop_last=len(train_ds) > c.batch_size, generator=generator, **common)
+                                  drop_last=len(train_ds) > c.batch_size, generator=loader_generator, **common)
         val_loader = DataLoader(val_ds, batch_size=c.batch_size * 2, shuffle=False, **common)
         return train_loader, val_loader, generator
 
@@ -346,6 +364,7 @@ class _Trainer:
 
         start_epoch, best_score, best_epoch, bad_epochs = 1, -math.inf, 0, 0
         best_metrics: dict[str, float] = {}
+        partial: dict[str, Any] | None = None
         if resume_state is not None:
             try:
                 model.load_state_dict(resume_state["model"])
@@ -358,11 +377,14 @@ class _Trainer:
                 best_score, best_epoch = float(resume_state["best_score"]), int(resume_state["best_epoch"])
                 bad_epochs, best_metrics = int(resume_state["bad_epochs"]), dict(resume_state["best_metrics"])
                 set_rng_state(resume_state["rng"])
+                partial = _read_partial(resume_state.get("partial"), start_epoch, steps_per_epoch)
             except (KeyError, RuntimeError, TypeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ModelError(f"{self.run_dir / LAST_CKPT}: does not fit this run ({first}); "
                                  "start it again with --overwrite") from None
-            self.report.info(f"resuming {self.run_dir} at epoch {start_epoch}")
+            self._saved = (start_epoch - 1, partial["batches"] if partial else 0, steps_per_epoch)
+            within = f", batch {partial['batches'] + 1} of {steps_per_epoch}" if partial else ""
+            self.report.info(f"resuming {self.run_dir} at epoch {start_epoch}{within}")
         else:
             self._save_checkpoint(model, ema, optimizer, scheduler, scaler, meta, 0, best_score, best_epoch,
                                   bad_epochs, {})
@@ -372,11 +394,17 @@ class _Trainer:
         writer = _tensorboard(self.run_dir)
         stopped_early = False
         epoch = start_epoch - 1
+
+        def save_within_epoch(done: dict[str, Any]) -> None:
+            self._save_checkpoint(model, ema, optimizer, scheduler, scaler, meta, epoch - 1, best_score, best_epoch,
+                                  bad_epochs, best_metrics, partial=done)
+
         try:
             for epoch in range(start_epoch, c.epochs + 1):
                 generator.manual_seed(c.seed * 1000 + epoch)
                 row = self._train_epoch(model, ema, train_loader, optimizer, scheduler, scaler, criterion, precision,
-                                        epoch, memory_format, meta)
+                                        epoch, memory_format, meta, partial, save_within_epoch)
+                partial = None
                 row.update(self._validate(kept, val_loader, criterion, precision, memory_format, meta, epoch))
                 row["lr"] = optimizer.param_groups[0]["lr"]
                 score = row["val_miou"] if meta.task == "segment" else row["val_accuracy"]
@@ -400,8 +428,7 @@ class _Trainer:
                     self.report.info(f"early stop: no improvement for {c.patience} epochs (best epoch {best_epoch})")
                     break
         except KeyboardInterrupt:
-            raise Interrupted(f"training interrupted in epoch {epoch + 1}; epoch {epoch} is saved in {self.run_dir}; "
-                              f"continue with: geoclass train --resume {self.run_dir}") from None
+            raise Interrupted(self._interrupted_message(epoch)) from None
         finally:
             if writer is not None:
                 writer.close()
@@ -413,38 +440,58 @@ class _Trainer:
     def _train_epoch(self, model: nn.Module, ema: ModelEmaV3 | None, loader: DataLoader[Any],
                      optimizer: torch.optim.Optimizer,
                      scheduler: Any, scaler: torch.amp.GradScaler, criterion: nn.Module, precision: Precision,
-                     epoch: int, memory_format: torch.memory_format, meta: ModelMeta) -> dict[str, float]:
+                     epoch: int, memory_format: torch.memory_format, meta: ModelMeta,
+                     partial: dict[str, Any] | None = None,
+                     save_within: Callable[[dict[str, Any]], None] | None = None) -> dict[str, float]:
+        """One epoch of training; ``partial`` (from a checkpoint within it) skips the batches it covers."""
         model.train()
         task = "train"
-        self.report.start(task, len(loader))
-        total_loss, seen, correct = 0.0, 0, 0
-        start = time.perf_counter()
-        for images, targets in loader:
-            images = images.to(precision.device, non_blocking=True).to(memory_format=memory_format)
-            targets = targets.to(precision.device, non_blocking=True)
-            mixed = meta.task == "classify" and self.config.cutmix > 0 and random.random() < self.config.cutmix
-            with precision.autocast():
-                if mixed:
-                    images, targets_b, lam = _cutmix(images, targets)
-                    logits = model(images)
-                    loss = lam * criterion(logits, targets) + (1 - lam) * criterion(logits, targets_b)
-                else:
-                    logits = model(images)
-                    loss = criterion(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model, step=scheduler.last_epoch)
-            total_loss += float(loss.detach()) * images.shape[0]
-            seen += images.shape[0]
-            if meta.task == "classify":
-                correct += int((logits.detach().argmax(1) == targets).sum())
-            self.report.advance(task)
+        sampler = loader.sampler
+        assert isinstance(sampler, SeededSampler)
+        steps = len(loader)
+        total_loss, seen, correct, before = 0.0, 0, 0, 0.0
+        done = 0
+        if partial is not None:
+            done, total_loss, seen = partial["batches"], partial["loss_sum"], partial["seen"]
+            correct, before = partial["correct"], partial["seconds"]
+            # the sampler draws the epoch's whole order and seeds, then starts at the first batch not done
+            sampler.start = done * (loader.batch_size or 1)
+        interval = self.config.checkpoint_minutes * 60
+        try:
+            self.report.start(task, len(loader))
+            start = time.perf_counter()
+            for images, targets in loader:
+                images = images.to(precision.device, non_blocking=True).to(memory_format=memory_format)
+                targets = targets.to(precision.device, non_blocking=True)
+                mixed = meta.task == "classify" and self.config.cutmix > 0 and random.random() < self.config.cutmix
+                with precision.autocast():
+                    if mixed:
+                        images, targets_b, lam = _cutmix(images, targets)
+                        logits = model(images)
+                        loss = lam * criterion(logits, targets) + (1 - lam) * criterion(logits, targets_b)
+                    else:
+                        logits = model(images)
+                        loss = criterion(logits, targets)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model, step=scheduler.last_epoch)
+                total_loss += float(loss.detach()) * images.shape[0]
+                seen += images.shape[0]
+                if meta.task == "classify":
+                    correct += int((logits.detach().argmax(1) == targets).sum())
+                done += 1
+                if save_within is not None and interval > 0 and time.monotonic() - self._last_save >= interval:
+                    save_within({"epoch": epoch, "batches": done, "batches_total": steps, "loss_sum": total_loss,
+                                 "seen": seen, "correct": correct, "seconds": before + time.perf_counter() - start})
+                self.report.advance(task)
+        finally:
+            sampler.start = 0
         self.report.end(task)
-        elapsed = time.perf_counter() - start
+        elapsed = before + time.perf_counter() - start
         row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_images_per_s": seen / max(elapsed, 1e-9),
                "epoch_seconds": elapsed}
         if meta.task == "classify":
@@ -488,7 +535,10 @@ class _Trainer:
 
     def _save_checkpoint(self, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
                          scheduler: Any, scaler: torch.amp.GradScaler, meta: ModelMeta, epoch: int, best_score: float,
-                         best_epoch: int, bad_epochs: int, best_metrics: dict[str, float]) -> None:
+                         best_epoch: int, bad_epochs: int, best_metrics: dict[str, float],
+                         partial: dict[str, Any] | None = None) -> None:
+        """Write last.ckpt: the state after ``epoch`` completed epochs, plus ``partial`` (batches done
+        in the next epoch and its running sums) for a checkpoint within an epoch."""
         path = self.run_dir / LAST_CKPT
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
@@ -498,7 +548,24 @@ class _Trainer:
         }
         if ema is not None:
             state["ema"] = ema.module.state_dict()
+        if partial is not None:
+            state["partial"] = dict(partial)
         save_checkpoint(path, state)
+        self._saved = (epoch, partial["batches"], partial["batches_total"]) if partial else (epoch, 0, 0)
+        self._last_save = time.monotonic()
+
+    def _interrupted_message(self, epoch: int) -> str:
+        """What a Ctrl-C in ``epoch`` leaves: which epochs and batches last.ckpt holds, and how to go on."""
+        epochs, batches, steps = self._saved
+        resume_cmd = f"geoclass train --resume {self.run_dir}"
+        head = f"training interrupted in epoch {max(epoch, 1)}"
+        if epochs == 0 and batches == 0:
+            return f"{head}; nothing finished is saved yet, so {resume_cmd} starts it again from the beginning"
+        saved = [] if epochs == 0 else ["epoch 1" if epochs == 1 else f"epochs 1-{epochs}"]
+        if batches:
+            saved.append(f"{batches} of {steps} batches of epoch {epochs + 1}")
+        verb = "is" if saved == ["epoch 1"] else "are"
+        return f"{head}; {' and '.join(saved)} {verb} saved in {self.run_dir}; continue with: {resume_cmd}"
 
     def _write_metrics(self, row: dict[str, float], writer: Any) -> None:
         path = self.run_dir / METRICS_CSV
@@ -512,6 +579,19 @@ class _Trainer:
             for key, value in row.items():
                 if key != "epoch":
                     writer.add_scalar(key, value, int(row["epoch"]))
+
+
+def _read_partial(found: Any, epoch: int, steps: int) -> dict[str, Any] | None:
+    """The within-epoch part of a checkpoint, checked against the run (ValueError if it does not fit)."""
+    if found is None:
+        return None
+    part = {"epoch": int(found["epoch"]), "batches": int(found["batches"]),
+            "batches_total": int(found["batches_total"]), "loss_sum": float(found["loss_sum"]),
+            "seen": int(found["seen"]), "correct": int(found["correct"]), "seconds": float(found["seconds"])}
+    if part["epoch"] != epoch or part["batches_total"] != steps or not 0 <= part["batches"] <= steps:
+        raise ValueError(f"it holds {part['batches']} of {part['batches_total']} batches of epoch {part['epoch']}, "
+                         f"the run continues at epoch {epoch} with {steps} batches per epoch")
+    return part
 
 
 def _has_split(root: str, split: str) -> bool:
