@@ -17,7 +17,7 @@ from geoclass.data.samples import Sample, group_mapping, is_chip_dataset, load_s
 from geoclass.engine.device import select_device, select_precision
 from geoclass.engine.metrics import classification_report, segmentation_summary
 from geoclass.errors import ConfigError, DatasetError
-from geoclass.io.outputs import atomic_output
+from geoclass.io.outputs import atomic_output, check_output_path, input_files
 from geoclass.models.model_file import ModelMeta, load_model_file, resolve_model_path
 from geoclass.progress import ProgressCallback, Reporter
 
@@ -66,6 +66,8 @@ def evaluate(config: EvalConfig, progress: ProgressCallback | None = None) -> di
         raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
     report_to = Reporter(progress)
     model_path = resolve_model_path(config.model)
+    if config.report:
+        _check_report_path(Path(config.report), model_path, config)
     device = select_device(config.device)
     precision = select_precision(device, config.amp)
     model, meta = load_model_file(model_path, device)
@@ -149,6 +151,18 @@ def _chip_dataset_has(root: Path, split: str) -> bool:
 
     with (root / "chips.csv").open(newline="") as handle:
         return any(row.get("split") == split for row in csv.DictReader(handle))
+
+
+def _check_report_path(report: Path, model_path: Path, config: EvalConfig) -> None:
+    """The report may replace an earlier report, never the model, a split file or a chip of the data."""
+    inputs = input_files([model_path], "model", raster=False)
+    inputs += input_files([config.split_csv] if config.split_csv else [], "split file", raster=False)
+    data = Path(config.data)
+    if data.is_file():
+        inputs += input_files([data], "data", raster=False)
+    elif report.exists() and data.is_dir() and data.resolve() in report.resolve().parents:
+        raise ConfigError(f"{report}: is a file inside the data folder {data}; write the report elsewhere")
+    check_output_path(report, overwrite=True, inputs=inputs, kind="report")
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -40,12 +40,11 @@ class FPNSegmenter(nn.Module):
     def __init__(self, num_classes: int, in_chans: int = 3, backbone: str = "resnet18", chip_size: int = 256,
                  fpn_dim: int = 96, pretrained: bool = False, pretrained_file: str | None = None) -> None:
         super().__init__()
-        from geoclass.models.timm_models import timm_kwargs
-
-        import timm
+        from geoclass.models.timm_models import build_timm, timm_kwargs
 
         kwargs = timm_kwargs(backbone, chip_size, pretrained, pretrained_file)
-        self.backbone = timm.create_model(backbone, features_only=True, in_chans=in_chans, **kwargs)
+        self.backbone = build_timm(backbone, pretrained, pretrained_file, features_only=True, in_chans=in_chans,
+                                   **kwargs)
         channels = self.backbone.feature_info.channels()
         self.nhwc = "swin" in backbone
         self.lateral = nn.ModuleList(nn.Conv2d(c, fpn_dim, 1) for c in channels)

@@ -61,8 +61,22 @@ def create_timm_classifier(name: str, num_classes: int, in_chans: int, chip_size
         raise ModelError(f"unknown timm model {name!r}{hint}")
     kwargs = timm_kwargs(name, chip_size, pretrained, pretrained_file)
     kwargs.update(extra)
+    return build_timm(name, pretrained, pretrained_file, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def build_timm(name: str, pretrained: bool, pretrained_file: str | None, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, **kwargs)`` with every failure a ModelError; a failed download names --weights.
+
+    Args:
+        name: timm architecture name.
+        pretrained: Weights come from the hub.
+        pretrained_file: Weights come from this local file.
+        **kwargs: For ``timm.create_model`` (``timm_kwargs`` output, ``num_classes``, ``features_only``...).
+    """
+    import timm
+
     try:
-        return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return timm.create_model(name, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
         if pretrained_file is not None:
             raise ModelError(f"{pretrained_file}: cannot load weights into {name}: {_first_line(exc)}") from exc

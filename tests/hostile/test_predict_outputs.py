@@ -272,3 +272,18 @@ def test_json_failure_prints_a_json_error(scene: Path, tmp_path: Path) -> None:
     assert code == 2 and json.loads(out)["exit_code"] == 2
     code, out, _ = _cli("predict", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "m.tif"))
     assert code == 1 and out == ""  # without --json, stdout stays empty
+
+
+def test_eval_report_never_replaces_the_model_or_a_chip(tmp_path: Path) -> None:
+    from geoclass.engine.evaluate import EvalConfig, evaluate
+    from tests.engine.test_train_eval import make_class_folders
+
+    data = make_class_folders(tmp_path / "data", per_class=2)
+    model = make_model(tmp_path / "m.safetensors", "cnn", chip=16, classes=["Forest", "Residential", "SeaLake"])
+    before = model.read_bytes()
+    with pytest.raises(ConfigError, match="would replace .*m.safetensors"):
+        evaluate(EvalConfig(data=str(data), model=str(model), workers=0, report=str(model)))
+    chip = next((data / "Forest").iterdir())
+    with pytest.raises(ConfigError, match="inside the data folder"):
+        evaluate(EvalConfig(data=str(data), model=str(model), workers=0, report=str(chip)))
+    assert model.read_bytes() == before and chip.stat().st_size > 0
