@@ -96,17 +96,6 @@ def chip_cache_bytes(count: int, shape: tuple[int, int, int], dtype: str) -> int
     return count * int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
-def free_disk_bytes(folder: str | Path) -> int:
-    """Free bytes on the file system that holds ``folder`` (or its nearest existing parent)."""
-    path = Path(folder).resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return 0
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())

@@ -17,7 +17,6 @@ refused unless ``force`` is set (a VRT costs nothing and only warns).
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -35,14 +34,13 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio._err import CPLE_BaseError  # GDAL errors rasterio does not wrap (no public name)
-from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioError
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window
 
 from geoclass.errors import (
     BandError,
     ConfigError,
-    GeoclassError,
     GeoreferenceError,
     LabelError,
 )
@@ -57,10 +55,7 @@ from geoclass.io.outputs import (
     OutputLock,
     atomic_output,
     check_output_path,
-    free_bytes,
     input_files,
-    is_disk_full,
-    write_error,
 )
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.windows import window_bounds, window_transform
@@ -80,8 +75,6 @@ _CLASS_RESAMPLING = ("nearest", "mode")
 _SPARSE_RATIO = 4
 _WARN_PIXELS = 10_000_000
 _REFUSE_PIXELS = 250_000_000
-# A write that fails with less free space than this on the output's disk ran out of space.
-_FULL_DISK_FREE = 8 * 1024 * 1024
 # Extra source pixels read around a block's footprint, so kernels at the block edge see the
 # same neighbours as in one big warp.
 _KERNEL_PAD = {"nearest": 1, "bilinear": 2, "cubic": 3, "cubic_spline": 3, "lanczos": 4}
@@ -709,22 +702,6 @@ def _check_output(
     return out, vrt
 
 
-def _lock(out: Path) -> OutputLock:
-    """Take the lock on ``out`` (``OutputLock``), with a one-line error on a full disk.
-
-    ``OutputLock.acquire`` lets the ``OSError`` of writing its process id through once it holds
-    the lock (and leaves the lock file behind): release it here and report it in one line.
-    """
-    lock = OutputLock(out)
-    try:
-        return lock.acquire()
-    except GeoclassError:
-        raise
-    except OSError as exc:
-        lock.path.unlink(missing_ok=True)
-        raise write_error(exc, out) from exc
-
-
 def _output_nodata(
     kind: str, dtype: np.dtype, config: MosaicConfig, sources: list[_Source], reporter: Reporter
 ) -> float:
@@ -959,7 +936,7 @@ def mosaic(config: MosaicConfig, progress: ProgressCallback | None = None) -> Mo
         )
 
     sources: list[_Source] = []
-    lock = _lock(out)
+    lock = OutputLock(out).acquire()
     try:
         for spec in specs:
             sources.append(_open_source(spec, config, config.kind))
@@ -1096,23 +1073,6 @@ def _block_size(config: MosaicConfig, sources: list[_Source], grid: _Grid) -> in
     return max(_TILE, (config.block_size // scale) // _TILE * _TILE)
 
 
-def _write_failure(exc: BaseException, out: Path) -> BaseException:
-    """What a failed GeoTIFF write should raise, for ``atomic_output`` to report in one line.
-
-    libtiff's reason ("No space left on device") only reaches GDAL's log; the exception says
-    "Write error at scanline N". So a write that fails while the output's disk has (almost) no
-    free space left is reported as a full disk.
-    """
-    if isinstance(exc, GeoclassError) or is_disk_full(exc):
-        return exc
-    free = free_bytes(out.parent if str(out.parent) else Path("."))
-    if free is not None and free < _FULL_DISK_FREE:
-        return OSError(errno.ENOSPC, f"No space left on device ({' '.join(str(exc).split())})")
-    if isinstance(exc, CPLE_BaseError):  # GDAL errors rasterio lets through (e.g. at close)
-        return RasterioIOError(" ".join(str(exc).split()))
-    return exc
-
-
 def _fill_block(
     sources: list[_Source],
     order: list[_Source],
@@ -1198,34 +1158,28 @@ def _write_tiff(
     needed = grid.width * grid.height * count * dtype.itemsize
     reporter.start("mosaic", len(blocks))
     with atomic_output(out, needed_bytes=needed) as tmp:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # inputs without a CRS
-                dst = rasterio.open(tmp, "w", **profile)
-            with dst:
-                names, colors = classes
-                if kind == "classes":
-                    if names is not None and colors is not None:
-                        write_class_metadata(dst, names, colors)
-                    else:
-                        dst.set_band_description(1, CLASS_BAND_DESCRIPTION)
-                        if colormap and dtype.name in ("uint8", "uint16"):
-                            dst.write_colormap(1, colormap)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # inputs without a CRS
+            dst = rasterio.open(tmp, "w", **profile)
+        with dst:
+            names, colors = classes
+            if kind == "classes":
+                if names is not None and colors is not None:
+                    write_class_metadata(dst, names, colors)
                 else:
-                    for i, d in enumerate(descs or []):
-                        if d:
-                            dst.set_band_description(i + 1, d)
-                for win in blocks:
-                    block, filled = _fill_block(
-                        sources, order, grid, win, method, count, dtype, nodata
-                    )
-                    dst.write(block, window=win)
-                    n_valid += int(filled.sum())
-                    reporter.advance("mosaic")
-        except (OSError, RasterioError, CPLE_BaseError) as exc:
-            failure = _write_failure(exc, out)
-            if failure is exc:
-                raise
-            raise failure from exc
+                    dst.set_band_description(1, CLASS_BAND_DESCRIPTION)
+                    if colormap and dtype.name in ("uint8", "uint16"):
+                        dst.write_colormap(1, colormap)
+            else:
+                for i, d in enumerate(descs or []):
+                    if d:
+                        dst.set_band_description(i + 1, d)
+            for win in blocks:
+                block, filled = _fill_block(
+                    sources, order, grid, win, method, count, dtype, nodata
+                )
+                dst.write(block, window=win)
+                n_valid += int(filled.sum())
+                reporter.advance("mosaic")
     reporter.end("mosaic")
     return n_valid

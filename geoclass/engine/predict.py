@@ -642,8 +642,12 @@ def _write_sidecar(
         "histogram": [int(v) for v in histogram],
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:

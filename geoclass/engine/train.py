@@ -18,7 +18,7 @@ from torch import nn
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
-from geoclass.data.chip_cache import ChipCache, chip_cache_bytes, free_disk_bytes
+from geoclass.data.chip_cache import ChipCache, chip_cache_bytes
 from geoclass.data.chips import IGNORE_INDEX, ChipDataset, SeededSampler, init_chip_worker, read_chip
 from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split, load_samples
 from geoclass.data.transforms import Augmenter, max_value_of
@@ -27,6 +27,7 @@ from geoclass.engine.device import Precision, select_device, select_precision
 from geoclass.engine.metrics import classification_summary, segmentation_summary
 from geoclass.errors import (ConfigError, DatasetError, InputNotFoundError, Interrupted, ModelError,
                              OutputExistsError)
+from geoclass.io.outputs import free_bytes
 from geoclass.models.model_file import ModelMeta, save_model_file
 from geoclass.models.registry import architecture_task, create_model
 from geoclass.progress import ProgressCallback, Reporter
@@ -321,7 +322,7 @@ class _Trainer:
         bands = ",".join(map(str, self.config.bands or []))
         shape = (meta.in_chans, meta.chip_size, meta.chip_size)
         needed = chip_cache_bytes(len(samples), shape, meta.train_dtype)
-        if needed * 1.1 > free_disk_bytes(self.run_dir):
+        if needed * 1.1 > (free_bytes(self.run_dir) or 0):
             self.report.info(f"not caching decoded {name} chips: they need {needed / 1e9:.1f} GB, "
                              f"the disk of {self.run_dir} has less free")
             return None

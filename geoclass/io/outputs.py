@@ -51,6 +51,7 @@ __all__ = [
 
 _VRT_MAGIC = b"<VRTDataset"
 _SIDECARS = (".aux.xml", ".ovr", ".msk", ".aux")
+NEARLY_FULL_BYTES = 8 << 20
 
 
 def _umask() -> int:
@@ -268,9 +269,13 @@ class OutputLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # e.g. a full disk: let go of the lock, leave no file behind
+            self.release()
+            raise write_error(exc, self.target) from exc
         return self
 
     def release(self) -> None:
@@ -307,11 +312,10 @@ def is_io_error(exc: BaseException) -> bool:
     """Whether ``exc`` is an operating-system or GDAL I/O error (not a geoclass one)."""
     if isinstance(exc, OSError):
         return True
-    try:
-        from rasterio.errors import RasterioError
-    except ImportError:  # pragma: no cover - rasterio is a dependency
-        return False
-    return isinstance(exc, RasterioError)
+    from rasterio._err import CPLE_BaseError  # GDAL errors rasterio lets through (no public name)
+    from rasterio.errors import RasterioError
+
+    return isinstance(exc, (RasterioError, CPLE_BaseError))
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -365,12 +369,14 @@ def write_error(
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
     tail = f"; {hint}" if hint else ""
-    if is_disk_full(exc):
-        free = free_bytes(folder)
+    free = free_bytes(folder)
+    # libtiff's "No space left on device" goes to GDAL's log only; the exception says "Write
+    # error at scanline N". A write that fails on a (nearly) full disk is a full disk.
+    if is_disk_full(exc) or (free is not None and free < NEARLY_FULL_BYTES):
         have = f"{format_bytes(free)} free" if free is not None else "no space left"
         need = f", the output needs up to {format_bytes(needed_bytes)}" if needed_bytes else ""
         return DiskFullError(f"{target}: the disk is full ({have} in {folder}{need}); "
                              f"free some space or write elsewhere{tail}")
-    text = str(exc).strip()
-    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    text = " ".join(str(exc).split())
+    reason = getattr(exc, "strerror", None) or (text[:200] if text else type(exc).__name__)
     return OutputError(f"{target}: cannot be written ({reason}){tail}")

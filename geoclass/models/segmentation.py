@@ -43,8 +43,7 @@ class FPNSegmenter(nn.Module):
         from geoclass.models.timm_models import build_timm, timm_kwargs
 
         kwargs = timm_kwargs(backbone, chip_size, pretrained, pretrained_file)
-        self.backbone = build_timm(backbone, pretrained, pretrained_file, features_only=True, in_chans=in_chans,
-                                   **kwargs)
+        self.backbone = build_timm(backbone, pretrained_file, features_only=True, in_chans=in_chans, **kwargs)
         channels = self.backbone.feature_info.channels()
         self.nhwc = "swin" in backbone
         self.lateral = nn.ModuleList(nn.Conv2d(c, fpn_dim, 1) for c in channels)

@@ -61,19 +61,20 @@ def create_timm_classifier(name: str, num_classes: int, in_chans: int, chip_size
         raise ModelError(f"unknown timm model {name!r}{hint}")
     kwargs = timm_kwargs(name, chip_size, pretrained, pretrained_file)
     kwargs.update(extra)
-    return build_timm(name, pretrained, pretrained_file, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return build_timm(name, pretrained_file, num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
-def build_timm(name: str, pretrained: bool, pretrained_file: str | None, **kwargs: Any) -> nn.Module:
+def build_timm(name: str, pretrained_file: str | None = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, **kwargs)`` with every failure a ModelError; a failed download names --weights.
 
     Args:
         name: timm architecture name.
-        pretrained: Weights come from the hub.
-        pretrained_file: Weights come from this local file.
+        pretrained_file: The local weights file ``kwargs`` load, if any (for messages).
         **kwargs: For ``timm.create_model`` (``timm_kwargs`` output, ``num_classes``, ``features_only``...).
     """
     import timm
+
+    pretrained = bool(kwargs.get("pretrained"))
 
     try:
         return timm.create_model(name, **kwargs)

@@ -287,3 +287,29 @@ def test_eval_report_never_replaces_the_model_or_a_chip(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="inside the data folder"):
         evaluate(EvalConfig(data=str(data), model=str(model), workers=0, report=str(chip)))
     assert model.read_bytes() == before and chip.stat().st_size > 0
+
+
+def test_a_real_full_disk_during_predict_then_resume(cnn: Path, tmp_path: Path) -> None:
+    """predict --probabilities onto a 32 KB tmpfs (a private mount namespace; skipped where that is
+    not allowed): one line, then --resume on a bigger disk gives the uninterrupted map."""
+    probe = subprocess.run(["unshare", "--mount", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a private tmpfs here (unshare --mount --map-root-user failed)")
+    scene = make_raster(tmp_path / "noise.tif", np.random.default_rng(0).integers(1, 255, (3, 1100, 600), np.uint8))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    args = f"predict {scene} -o {disk}/m.tif -m {cnn} --probabilities {disk}/p.tif -j 0 --resume"
+    run = f"{sys.executable} -c 'import sys; from geoclass.cli.app import main; main(sys.argv[1:])' {args}"
+    cmd = (f"mount -t tmpfs -o size=32k tmpfs {disk} && {run}; rc=$?; ls -A {disk}; "
+           f"mount -o remount,size=20m {disk} && {run} >/dev/null 2>&1 && cp {disk}/m.tif {tmp_path}/resumed.tif; "
+           "exit $rc")
+    res = subprocess.run(["unshare", "--mount", "--map-root-user", "sh", "-c", cmd], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "400"})
+    assert res.returncode == 1, res.stderr
+    line = _one_error(res.stderr)
+    assert "the disk is full" in line and "free in" in line and "needs up to" in line, line
+    left = res.stdout.split()  # what the failed run left: the partial files --resume continues from
+    assert "--resume" in line and not any(n.endswith((".lock", ".tmp")) for n in left), left
+    predict(PredictConfig(scenes=scene, output=tmp_path / "straight.tif", model=cnn, workers=0))
+    with rasterio.open(tmp_path / "resumed.tif") as got, rasterio.open(tmp_path / "straight.tif") as want:
+        assert np.array_equal(got.read(), want.read())
