@@ -27,6 +27,7 @@ from geoclass import __version__
 from geoclass.cli import eval as eval_command
 from geoclass.cli import mosaic as mosaic_command
 from geoclass.cli import predict as predict_command
+from geoclass.cli import sample as sample_command
 from geoclass.cli import tile as tile_command
 from geoclass.cli import train as train_command
 from geoclass.cli.options import QuietOpt, VerboseOpt
@@ -122,7 +123,8 @@ def root(
     """Land-cover classification of satellite and aerial imagery, at any scale.
 
     [bold]tile[/] a labelled scene into chips, [bold]train[/] a model on them, [bold]eval[/] it,
-    [bold]predict[/] a map of a whole scene, [bold]mosaic[/] maps of neighbouring scenes.
+    [bold]predict[/] a map of a whole scene, [bold]sample[/] it for reference points,
+    [bold]mosaic[/] maps of neighbouring scenes.
     """
     if quiet and verbose:
         raise typer.BadParameter("use one or the other", param_hint="'--quiet' / '--verbose'")
@@ -133,6 +135,7 @@ app.command("tile")(tile_command.tile)
 app.command("train")(train_command.train)
 app.command("eval")(eval_command.evaluate)
 app.command("predict")(predict_command.predict)
+app.command("sample")(sample_command.sample)
 app.command("mosaic")(mosaic_command.mosaic)
 
 

@@ -36,7 +36,7 @@ from geoclass.errors import (
 )
 from geoclass.progress import ProgressEvent, Reporter
 
-COMMANDS = ["tile", "train", "eval", "predict", "mosaic"]
+COMMANDS = ["tile", "train", "eval", "predict", "sample", "mosaic"]
 
 # Minimal valid arguments per command, and the options each command's --help must name.
 MINIMAL_ARGS = {
@@ -44,6 +44,7 @@ MINIMAL_ARGS = {
     "train": ["chips", "--model", "resnet18", "-o", "run"],
     "eval": ["chips"],
     "predict": ["scene.tif", "-o", "map.tif"],
+    "sample": ["map.tif", "-n", "500", "-o", "sample.gpkg"],
     "mosaic": ["a.tif", "b.tif", "-o", "mosaic.tif"],
 }
 KEY_OPTIONS = {
@@ -125,6 +126,17 @@ KEY_OPTIONS = {
         "--overwrite",
         "--json",
     ],
+    "sample": [
+        "--output",
+        "--points",
+        "--allocation",
+        "--min-per-class",
+        "--expected-accuracy",
+        "--nodata",
+        "--seed",
+        "--overwrite",
+        "--json",
+    ],
     "mosaic": ["--output", "--method", "--crs", "--res", "--vrt", "--overwrite"],
 }
 # Commands whose body is still a stub; remove a name here when its command lands.
@@ -164,7 +176,7 @@ def one_line(text: str) -> str:
 # --- commands and help ------------------------------------------------------------------------
 
 
-def test_help_lists_the_five_commands_in_workflow_order(runner: CliRunner) -> None:
+def test_help_lists_the_commands_in_workflow_order(runner: CliRunner) -> None:
     result = invoke(runner, ["--help"])
     assert result.exit_code == 0, result.output
     commands_panel = result.stdout[result.stdout.index("Commands") :]
