@@ -42,8 +42,10 @@ from geoclass.progress import ProgressCallback, Reporter
 __all__ = [
     "MAX_CLASSES",
     "MappedArea",
+    "class_names",
     "class_windows",
     "mapped_area",
+    "num_class_windows",
     "open_class_map",
     "read_classes",
     "tally",

@@ -346,10 +346,10 @@ def draw_sample(config: SampleConfig, progress: ProgressCallback | None = None) 
             f"{config.n} points cannot give each of the {len(area.values)} classes "
             f"{config.min_per_class}; each class gets at least {minimum}"
         )
-    small = [area.names.get(v, str(v)) for v, p in zip(area.values, area.pixels, strict=True)
-             if p <= config.min_per_class]
-    if small:
-        reporter.info(f"all pixels of the smallest classes are in the sample: {', '.join(small)}")
+    whole = [area.names.get(v, str(v))
+             for v, p, s in zip(area.values, area.pixels, sizes, strict=True) if s == p]
+    if whole and config.n < total_pixels:
+        reporter.info(f"every pixel of these classes is in the sample: {', '.join(whole)}")
 
     ranks = _draw_ranks(sizes, area.pixels, config.seed)
     strata = [

@@ -322,6 +322,19 @@ def test_a_class_smaller_than_the_minimum_is_taken_whole(strata_map: Path, tmp_p
     assert per_class(points)[3] == 40
 
 
+def test_the_user_is_told_when_the_minimum_is_lowered(strata_map: Path, tmp_path: Path) -> None:
+    events: list[ProgressEvent] = []
+    result = draw_sample(SampleConfig(map_path=strata_map, output=tmp_path / "s.gpkg", n=20), events.append)
+    assert [s.n for s in result.strata] == [4, 4, 4, 4, 4]
+    assert result.min_per_class == 4
+    warnings = [e.message for e in events if e.kind == "message" and e.level == "warning"]
+    assert warnings == ["20 points cannot give each of the 5 classes 50; each class gets at least 4"]
+    events.clear()
+    draw_sample(SampleConfig(map_path=strata_map, output=tmp_path / "t.gpkg", n=300), events.append)
+    notes = [e.message for e in events if e.kind == "message"]
+    assert notes == ["every pixel of these classes is in the sample: bare"]
+
+
 def test_points_are_pixel_centres_of_their_class(strata_map: Path, tmp_path: Path) -> None:
     out = tmp_path / "sample.gpkg"
     result = draw(strata_map, out, n=200)
