@@ -104,13 +104,15 @@ def assess_map(config: MapAccuracyConfig, progress: ProgressCallback | None = No
     est: StratifiedEstimates | None = None
     if estimate_areas:
         est = stratified_estimates(counts, areas, names)
-        for note in est.notes:
+        for note in est.warnings:
             report.warn(note)
-        notes.extend(est.notes)
+        for note in est.notes:
+            report.info(note)
+        notes.extend(est.warnings + est.notes)
         if not sample.probability_sample:
-            note = (f"the {sample.kind} pixels of {sample.path} are treated as a stratified random sample "
-                    "(--polygon-areas); they are clustered, not a probability sample, so the intervals "
-                    "are too narrow")
+            note = (f"the pixels of the reference {sample.kind} ({sample.path}) are treated as a stratified "
+                    "random sample (--polygon-areas); they are clustered, not a probability sample, so the "
+                    "intervals are too narrow")
             report.warn(note)
             notes.append(note)
         else:

@@ -92,7 +92,8 @@ class StratifiedEstimates:
         area: ``A_domain * p_.j`` per reference class, in the units of the areas given.
         unsampled: Indices of strata with mapped area but no sample point (left out).
         single: Indices of strata with exactly one sample point (no variance).
-        notes: Plain sentences about what was left out or undefined.
+        warnings: Sentences about strata left out or without variance (the user should act).
+        notes: Sentences about estimates that are undefined on this sample.
     """
 
     counts: np.ndarray
@@ -107,6 +108,7 @@ class StratifiedEstimates:
     area: list[Estimate]
     unsampled: list[int] = field(default_factory=list)
     single: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -151,6 +153,7 @@ def stratified_estimates(
     _check(n, areas)
     k = n.shape[0]
     names = _names(classes, k)
+    warned: list[str] = []
     notes: list[str] = []
     row_n = n.sum(axis=1)
     total_area = float(areas.sum())
@@ -161,7 +164,7 @@ def stratified_estimates(
     domain_area = float(areas[in_domain].sum())
     if unsampled:
         share = 100.0 * (total_area - domain_area) / total_area
-        notes.append(
+        warned.append(
             f"{len(unsampled)} mapped class(es) have no sample point and are left out of the "
             f"estimates: {', '.join(names[i] for i in unsampled)} ({share:.3g}% of the mapped area); "
             "the estimates cover the other classes' mapped area only"
@@ -172,7 +175,7 @@ def stratified_estimates(
     p = w[:, None] * q
     single = [i for i in range(k) if in_domain[i] and row_n[i] == 1]
     if single:
-        notes.append(
+        warned.append(
             f"{len(single)} class(es) have a single sample point, so no variance can be estimated "
             f"for them: {', '.join(names[i] for i in single)}; every standard error they enter is "
             "left undefined (sample at least 2 points per class)"
@@ -213,9 +216,9 @@ def stratified_estimates(
     producers: list[Estimate] = []
     undefined_pa: list[str] = []
     for j in range(k):
-        if col_p[j] <= 0 or not in_domain[j]:
+        if col_p[j] <= 0 or j in unsampled:
             producers.append(Estimate(None))
-            if col_p[j] <= 0 and (areas[j] > 0 or n[:, j].sum() > 0):
+            if col_p[j] <= 0 and j not in unsampled and areas[j] > 0:
                 undefined_pa.append(names[j])
             continue
         pa = float(p[j, j] / col_p[j])
@@ -250,5 +253,6 @@ def stratified_estimates(
         area=area,
         unsampled=unsampled,
         single=single,
+        warnings=warned,
         notes=notes,
     )

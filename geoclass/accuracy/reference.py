@@ -63,6 +63,11 @@ __all__ = ["TILE", "MapClasses", "ReferenceSample", "match_labels", "read_class_
 TILE = 1024
 """Side of the largest map tile read at once (polygons and reference rasters)."""
 
+SAMPLE_LABEL_FIELD = "reference"
+"""The label field of a sample written by ``geoclass sample``: the default ``--label-field``."""
+SAMPLE_MAP_FIELD = "map_class"
+"""The map value each point of such a sample was drawn from (checked against the map)."""
+
 _POINT_TYPES = {"Point", "MultiPoint"}
 _POLYGON_TYPES = {"Polygon", "MultiPolygon"}
 
@@ -339,10 +344,17 @@ def _read_vector(
         raise LabelError(f"{path}: no layer {layer!r}; the layers are: {', '.join(layers)}")
     geoms: list[Any] = []
     labels: list[Any] = []
+    drawn: list[Any] = []
     no_label = no_geometry = 0
+    notes: list[str] = []
     try:
         with fiona.open(path, layer=layer) as src:
             fields = list(src.schema.get("properties", {}))
+            sample_field = [f for f in fields if f.lower() == SAMPLE_LABEL_FIELD]
+            if field is None and len(fields) > 1 and len(sample_field) == 1:
+                field = sample_field[0]
+                notes.append(f"{path}: labels read from field {field!r} (as in a 'geoclass sample' file)")
+            map_field = next((f for f in fields if f.lower() == SAMPLE_MAP_FIELD), None)
             try:
                 field = VectorLabels._pick_field(field, fields)
             except LabelError as exc:
@@ -362,17 +374,18 @@ def _read_vector(
                     continue
                 geoms.append(shapely.geometry.shape(feat.geometry))
                 labels.append(value)
+                drawn.append(None if map_field is None or map_field == field else feat.properties.get(map_field))
     except (FionaError, OSError) as exc:
         raise LabelError(f"{path}: cannot read features ({_one_line(exc)})") from exc
     if not geoms:
         raise LabelError(f"{path}: no feature has both a geometry and a value in field {field!r}")
-    notes: list[str] = []
     if no_label:
         notes.append(f"{no_label} feature(s) of {path} have no value in {field!r} and are ignored")
     if no_geometry:
         notes.append(f"{no_geometry} feature(s) of {path} have no geometry and are ignored")
     geom_arr = _to_map_crs(np.array(geoms, dtype=object), crs, scene, path, notes)
     label_arr = np.array(labels, dtype=object)
+    drawn_arr = np.array(drawn, dtype=object)
     map_bounds = _norm_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
     points = np.isin(shapely.get_type_id(geom_arr), [0, 4])
 
@@ -380,6 +393,7 @@ def _read_vector(
     parts, index = shapely.get_parts(geom_arr[points], return_index=True)
     xy = shapely.get_coordinates(parts) if len(parts) else np.zeros((0, 2))
     point_labels = label_arr[points][index] if len(parts) else np.zeros(0, dtype=object)
+    point_drawn = drawn_arr[points][index] if len(parts) else np.zeros(0, dtype=object)
     inv = ~scene.transform
     cols = np.floor(inv.a * xy[:, 0] + inv.b * xy[:, 1] + inv.c) if len(xy) else np.zeros(0)
     rows = np.floor(inv.d * xy[:, 0] + inv.e * xy[:, 1] + inv.f) if len(xy) else np.zeros(0)
@@ -434,6 +448,12 @@ def _read_vector(
                 counts[(int(lookup.values[value]), ref_value)] += 1
         if nodata:
             notes.append(f"{nodata} reference point(s) fall on the map's nodata and are dropped")
+        differ = _drawn_elsewhere(point_drawn[inside], got, lookup)
+        if differ:
+            message = (f"{differ} of {int(inside.sum())} reference points have a {SAMPLE_MAP_FIELD!r} that is not "
+                       f"the map's class under them: was the sample drawn from another map than {scene.name}?")
+            report.warn(message)
+            notes.append(message)
     if len(polys):
         ref_values = [matches[label] for label in poly_labels.tolist()]
         poly_nodata, poly_ignored, empty = _sample_polygons(scene, polys, ref_values, lookup, counts, report)
@@ -477,6 +497,16 @@ def _to_map_crs(geoms: np.ndarray, crs: CRS | None, scene: Scene, path: str, not
         raise LabelError(f"{path}: {exc}") from exc
     notes.append(f"reference reprojected from {_crs_name(crs)} to the map's {_crs_name(scene.crs)}")
     return out
+
+
+def _drawn_elsewhere(drawn: np.ndarray, got: np.ndarray, lookup: _ValueLookup) -> int:
+    """How many points record a map class (``map_class``) other than the map's value under them."""
+    differ = 0
+    for recorded, index in zip(drawn.tolist(), got.tolist(), strict=True):
+        value = None if recorded is None else _numeric_value(recorded)
+        if value is not None and index >= 0 and value != int(lookup.values[index]):
+            differ += 1
+    return differ
 
 
 class _ValueLookup:

@@ -61,7 +61,8 @@ def evaluate(
         typer.Option(
             "--report",
             metavar="REPORT.json",
-            help="Write the full report (per-class precision/recall/F1, confusion matrix) as JSON.",
+            help="Write the full report as JSON (chips: per-class precision/recall/F1, confusion "
+            "matrix; a map: accuracies and areas with CIs, error matrices).",
             rich_help_panel=PANEL_OUTPUT,
             show_default=False,
         ),
@@ -71,7 +72,8 @@ def evaluate(
         typer.Option(
             "--plots",
             metavar="DIR",
-            help="Write plots (confusion matrix, per-class scores) as PNG files into DIR.",
+            help="Write plots as PNG files into DIR (chips: confusion matrix, ROC curves; a map: "
+            "error matrix, mapped vs estimated areas).",
             rich_help_panel=PANEL_OUTPUT,
             show_default=False,
         ),
@@ -95,7 +97,7 @@ def evaluate(
             "--label-field",
             metavar="FIELD",
             help="Attribute of the reference features holding the reference class. "
-            "Default: the only field.",
+            "Default: the only field, or 'reference' (the field 'geoclass sample' writes).",
             rich_help_panel=PANEL_MAP,
             show_default=False,
         ),

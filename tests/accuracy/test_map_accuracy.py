@@ -155,7 +155,7 @@ def test_paper_example_estimators_give_the_published_figures() -> None:
     # Deforestation's area proportion has SE 0.0035 (eq. 10); its area is A * p.1 (eq. 11).
     assert round(est.area_proportion[0].se, 4) == 0.0035
     assert est.area[0].estimate == pytest.approx(areas_ha.sum() * est.area_proportion[0].estimate)
-    assert est.notes == []
+    assert est.notes == [] and est.warnings == []
 
 
 def test_paper_example_from_the_command_line(tmp_path: Path, runner: CliRunner) -> None:
@@ -219,7 +219,7 @@ def test_stratum_without_samples_is_left_out_with_a_note() -> None:
     assert est.users_accuracy[2].estimate is None
     assert est.area[2].estimate is None and est.producers_accuracy[2].estimate is None
     assert est.area[0].estimate + est.area[1].estimate == pytest.approx(90.0)
-    assert any("c" in n and "no sample point" in n for n in est.notes)
+    assert any("c" in n and "no sample point" in n for n in est.warnings)
     # The sampled strata are estimated as on their own: OA = sum W_i U_i.
     assert est.overall_accuracy.estimate == pytest.approx(60 / 90 * 0.8 + 30 / 90 * 0.9)
 
@@ -235,7 +235,7 @@ def test_stratum_with_one_sample_has_no_variance_and_no_warning() -> None:
     assert est.overall_accuracy.estimate == pytest.approx(0.5 * 0.8 + 0.5 * 1.0)
     assert est.overall_accuracy.se is None and est.overall_accuracy.ci95 is None
     assert all(e.se is None for e in est.area)
-    assert any("single sample point" in n for n in est.notes)
+    assert any("single sample point" in n for n in est.warnings)
 
 
 def test_two_class_hand_computed() -> None:
@@ -310,7 +310,8 @@ def test_unknown_reference_labels_are_listed_with_counts(tmp_path: Path, runner:
     map_path = paper_map(tmp_path)
     t = PAPER_TRANSFORM
     feats = [(centre(t, 0, c), {"reference": "Deforestation"}) for c in range(3)]
-    feats += [(centre(t, 50, c), {"reference": "Cloud"}) for c in range(4)] + [(centre(t, 60, 0), {"reference": "Urban"})]
+    feats += [(centre(t, 50, c), {"reference": "Cloud"}) for c in range(4)]
+    feats += [(centre(t, 60, 0), {"reference": "Urban"})]
     points = write_vector(tmp_path / "p.gpkg", feats)
     result = invoke(runner, ["eval", str(map_path), "--reference", str(points)])
     assert result.exit_code == 1
@@ -520,3 +521,39 @@ def test_mapped_class_without_sample_points_is_reported_and_left_out(tmp_path: P
     assert out["estimation_area_m2"] == pytest.approx(80 * 100)
     # a and b share the sampled 80 pixels: b's stratum is 3/4 b, 1/4 c.
     assert out["classes"]["b"]["area_m2"]["estimate"] == pytest.approx(32 * 100 * 0.75)
+
+
+def test_a_filled_in_sample_file_needs_no_label_field(tmp_path: Path) -> None:
+    arr = np.zeros((10, 10), np.uint8)
+    arr[:, 5:] = 1
+    map_path = write_class_map(tmp_path / "m.tif", arr, ["a", "b"])
+    t = rasterio.open(map_path).transform
+    # As 'geoclass sample' writes it: id, map_class, map_class_name, reference (filled in by hand).
+    feats = [(centre(t, r, 1), {"id": r, "map_class": 0, "map_class_name": "a", "reference": "a"}) for r in range(4)]
+    feats += [(centre(t, r, 7), {"id": 10 + r, "map_class": 1, "map_class_name": "b", "reference": "b"})
+              for r in range(3)]
+    feats += [(centre(t, 5, 7), {"id": 20, "map_class": 1, "map_class_name": "b", "reference": ""}),  # not labelled
+              (centre(t, 6, 7), {"id": 21, "map_class": 0, "map_class_name": "a", "reference": "b"})]  # other map
+    points = write_vector(tmp_path / "sample.gpkg", feats)
+    warned: list[str] = []
+    out = assess_map(MapAccuracyConfig(str(map_path), str(points)),
+                     progress=lambda e: warned.append(e.message) if e.level == "warning" else None)
+    assert out["label_field"] == "reference"
+    assert out["error_matrix"]["counts"] == [[4, 0], [0, 4]]
+    assert any("1 feature(s)" in n and "no value in 'reference'" in n for n in out["notes"])
+    assert any("1 of 8 reference points have a 'map_class' that is not the map's class" in w for w in warned)
+
+
+def test_reference_class_the_map_never_maps(tmp_path: Path) -> None:
+    arr = np.zeros((10, 10), np.uint8)
+    arr[:, 5:] = 1
+    map_path = write_class_map(tmp_path / "m.tif", arr, ["a", "b", "wetland"])  # wetland named, never mapped
+    t = rasterio.open(map_path).transform
+    feats = [(centre(t, r, 1), {"lc": "a"}) for r in range(4)] + [(centre(t, r, 7), {"lc": "b"}) for r in range(3)]
+    feats += [(centre(t, 4, 1), {"lc": "wetland"})]
+    out = assess_map(MapAccuracyConfig(str(map_path), str(write_vector(tmp_path / "p.gpkg", feats))))
+    wetland = out["classes"]["wetland"]
+    assert wetland["mapped_area_m2"] == 0 and wetland["users_accuracy"]["estimate"] is None
+    assert wetland["producers_accuracy"]["estimate"] == 0.0  # all of it is omitted by the map
+    assert wetland["area_m2"]["estimate"] == pytest.approx(50 * 100 / 5)  # 1 of a's 5 points
+    assert out["classes_without_samples"] == []
