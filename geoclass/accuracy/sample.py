@@ -45,8 +45,8 @@ from geoclass.accuracy.mapped_area import (
     tally,
 )
 from geoclass.errors import ConfigError, GeoclassError, RasterOpenError
-from geoclass.io.outputs import check_output_path, input_files, is_io_error, temp_path, write_error
-from geoclass.io.vector_writer import _cleanup, _commit, _sidecars, _vector_driver
+from geoclass.io.outputs import input_files, is_io_error, temp_path, write_error
+from geoclass.io.vector_files import check_vector_output, commit_vector, discard_vector, vector_driver
 from geoclass.progress import ProgressCallback, Reporter
 
 __all__ = ["ALLOCATIONS", "SampleConfig", "SampleResult", "Stratum", "allocate", "draw_sample"]
@@ -250,7 +250,7 @@ def _check(config: SampleConfig) -> str:
         raise ConfigError(f"min_per_class must be >= 0, got {config.min_per_class}")
     if config.expected_accuracy_by_class and config.allocation != "neyman":
         raise ConfigError("expected accuracies per class only apply to the neyman allocation")
-    return _vector_driver(Path(config.output))
+    return vector_driver(Path(config.output))
 
 
 # --- drawing ------------------------------------------------------------------------------------
@@ -313,11 +313,7 @@ def draw_sample(config: SampleConfig, progress: ProgressCallback | None = None) 
     driver = _check(config)
     out = Path(config.output)
     map_path = os.fspath(config.map_path)
-    inputs = input_files([map_path], "map")
-    for target in _sidecars(out, driver):
-        check_output_path(
-            target, overwrite=config.overwrite or target != out, inputs=inputs, kind="sample"
-        )
+    check_vector_output(out, driver, overwrite=config.overwrite, inputs=input_files([map_path], "map"), kind="sample")
     reporter = Reporter(progress)
 
     area = mapped_area(map_path, progress, require_crs=False, nodata=config.nodata)
@@ -454,9 +450,9 @@ def _write_points(
                 sink.writerecords(batch)
         if seen != area.pixels:
             raise RasterOpenError(f"{map_path}: changed while it was being sampled")
-        _commit(tmp, out, driver)
+        commit_vector(tmp, out, driver)
     except BaseException as exc:
-        _cleanup(tmp, driver)
+        discard_vector(tmp, driver)
         if is_io_error(exc) and not isinstance(exc, GeoclassError):
             raise write_error(exc, out) from exc
         raise

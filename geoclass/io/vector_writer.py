@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,20 +31,19 @@ from shapely.geometry.polygon import orient
 
 from geoclass.errors import BandError, ConfigError, GeoclassError
 from geoclass.io.class_map import read_class_metadata
-from geoclass.io.outputs import check_output_path, input_files, is_io_error, write_error
+from geoclass.io.outputs import input_files, is_io_error, temp_path, write_error
+from geoclass.io.vector_files import (
+    VECTOR_DRIVERS,
+    check_vector_output,
+    commit_vector,
+    discard_vector,
+    vector_driver,
+)
 from geoclass.io.reader import open_scene
 from geoclass.progress import ProgressCallback, Reporter
 
 __all__ = ["VECTOR_DRIVERS", "VectorResult", "polygonize_class_map"]
 
-VECTOR_DRIVERS: dict[str, str] = {
-    ".gpkg": "GPKG",
-    ".geojson": "GeoJSON",
-    ".json": "GeoJSON",
-    ".shp": "ESRI Shapefile",
-}
-_SHP_SIDECARS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
-_STALE_SHP_SIDECARS = (".qix", ".sbn", ".sbx", ".qpj")
 _SCHEMA = {
     "geometry": "Polygon",
     "properties": {"class_id": "int", "class_name": "str", "area": "float"},
@@ -82,55 +80,6 @@ class VectorResult:
     polygons_by_class: dict[int, int] = field(default_factory=dict)
     area_by_class: dict[int, float] = field(default_factory=dict)
 
-
-# --- output files -------------------------------------------------------------------------------
-
-
-def _vector_driver(path: Path) -> str:
-    driver = VECTOR_DRIVERS.get(path.suffix.lower())
-    if driver is None:
-        raise ConfigError(
-            f"{path}: unknown vector format {path.suffix or '(no extension)'!r}; use one of "
-            + ", ".join(VECTOR_DRIVERS)
-        )
-    return driver
-
-
-def _sidecars(path: Path, driver: str) -> list[Path]:
-    if driver != "ESRI Shapefile":
-        return [path]
-    return [path.with_suffix(ext) for ext in _SHP_SIDECARS]
-
-
-def _commit(tmp: Path, out: Path, driver: str) -> None:
-    """Move the finished temporary file(s) onto the target name(s)."""
-    if driver != "ESRI Shapefile":
-        os.replace(tmp, out)
-        return
-    for ext in _SHP_SIDECARS:
-        src = tmp.with_suffix(ext)
-        if src.exists():
-            os.replace(src, out.with_suffix(ext))
-        elif out.with_suffix(ext).exists():
-            out.with_suffix(ext).unlink()  # left over from the file replaced
-    for ext in _STALE_SHP_SIDECARS:  # spatial indexes of the replaced file no longer match
-        out.with_suffix(ext).unlink(missing_ok=True)
-
-
-def _cleanup(tmp: Path, driver: str) -> None:
-    for p in _sidecars(tmp, driver) + [
-        Path(f"{tmp}-journal"),
-        Path(f"{tmp}-wal"),
-        Path(f"{tmp}-shm"),
-    ]:
-        try:
-            p.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def _temp_path(out: Path) -> Path:
-    return out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.tmp{out.suffix}")
 
 
 # --- seams --------------------------------------------------------------------------------------
@@ -310,17 +259,14 @@ def polygonize_class_map(
         BandError: The map does not hold integer class ids.
     """
     out = Path(out_path)
-    driver = _vector_driver(out)
+    driver = vector_driver(out)
     if band_rows < 1:
         raise ConfigError(f"band_rows must be >= 1, got {band_rows}")
     if not (min_area >= 0 and math.isfinite(min_area)):
         raise ConfigError(f"min_area must be a number >= 0, got {min_area}")
     if not (simplify >= 0 and math.isfinite(simplify)):
         raise ConfigError(f"simplify must be a number >= 0, got {simplify}")
-    inputs = input_files([map_path], "map")
-    for target in _sidecars(out, driver):
-        # sidecars of a shapefile only must not be inputs; the .shp itself must not exist
-        check_output_path(target, overwrite=overwrite or target != out, inputs=inputs, kind="vector output")
+    check_vector_output(out, driver, overwrite=overwrite, inputs=input_files([map_path], "map"), kind="vector output")
 
     reporter = Reporter(progress)
     scene = open_scene(map_path, bands=[1])
@@ -385,7 +331,7 @@ def polygonize_class_map(
             sink.writerecords(batch)
             batch.clear()
 
-    tmp = _temp_path(out)
+    tmp = temp_path(out)
     open_kwargs: dict[str, Any] = {"driver": driver, "schema": _SCHEMA}
     if crs is not None:
         open_kwargs["crs_wkt"] = crs.to_wkt()
@@ -404,9 +350,9 @@ def polygonize_class_map(
                 reporter.advance("polygonize")
             finish(held, sink)
             flush(sink)
-        _commit(tmp, out, driver)
+        commit_vector(tmp, out, driver)
     except BaseException as exc:
-        _cleanup(tmp, driver)
+        discard_vector(tmp, driver)
         if is_io_error(exc) and not isinstance(exc, GeoclassError):
             raise write_error(exc, out) from exc
         raise
