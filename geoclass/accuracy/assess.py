@@ -33,6 +33,9 @@ __all__ = ["ERROR_MATRIX_PNG", "AREAS_PNG", "MapAccuracyConfig", "assess_map", "
 ERROR_MATRIX_PNG = "error_matrix.png"
 AREAS_PNG = "class_areas.png"
 M2_PER_HA = 10_000.0
+_PIXELS_OF = {"polygons": "the pixels inside the reference polygons",
+              "points+polygons": "the pixels inside the reference polygons",
+              "raster": "the pixels of the reference raster"}
 
 
 @dataclass
@@ -110,9 +113,9 @@ def assess_map(config: MapAccuracyConfig, progress: ProgressCallback | None = No
             report.info(note)
         notes.extend(est.warnings + est.notes)
         if not sample.probability_sample:
-            note = (f"the pixels of the reference {sample.kind} ({sample.path}) are treated as a stratified "
-                    "random sample (--polygon-areas); they are clustered, not a probability sample, so the "
-                    "intervals are too narrow")
+            note = (f"{_PIXELS_OF[sample.kind]} ({sample.path}) are treated as a stratified random sample "
+                    "(--polygon-areas); they are clustered, not a probability sample, so the intervals are "
+                    "too narrow")
             report.warn(note)
             notes.append(note)
         else:
@@ -121,7 +124,7 @@ def assess_map(config: MapAccuracyConfig, progress: ProgressCallback | None = No
             report.info(note)
             notes.append(note)
     else:
-        note = (f"the reference is {sample.kind}: its pixels are not a probability sample, so the report "
+        note = (f"{_PIXELS_OF[sample.kind]} ({sample.path}) are not a probability sample, so the report "
                 "gives the sample confusion matrix (accuracies as plain proportions, no intervals) and no "
                 "area estimates; pass --polygon-areas to estimate areas anyway")
         report.warn(note)

@@ -267,6 +267,25 @@ def _describe_matches(matches: Mapping[Any, int | None], classes: MapClasses) ->
     return f"reference labels matched to map classes: {shown}"
 
 
+def _warn_by_value(
+    matches: Mapping[Any, int | None], classes: MapClasses, class_map: Mapping[str, Any] | None, path: str,
+    report: Reporter, notes: list[str],
+) -> None:
+    """Warn when numeric labels were matched by value to a map whose classes have names."""
+    if class_map is not None or not classes.names:
+        return
+    by_value = [(label, v) for label, v in matches.items()
+                if v is not None and _value_name(label) != classes.names.get(v, _value_name(label))
+                and _value_name(label).lower() != classes.names.get(v, "").lower()]
+    if not by_value:
+        return
+    shown = ", ".join(f"{_value_name(label)} -> {classes.names.get(v, v)}" for label, v in by_value[:8])
+    message = (f"{path}: reference labels were matched to the map's classes by value ({shown}); if the "
+               "reference uses codes of its own, give --class-map FILE")
+    report.warn(message)
+    notes.append(message)
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 
@@ -432,6 +451,7 @@ def _read_vector(
     unit = "points" if not len(polys) else ("polygons" if not inside.any() else "features")
     matches = match_labels(tally, classes, class_map, source=path, class_map_name=class_map_name, unit=unit)
     notes.append(_describe_matches(matches, classes))
+    _warn_by_value(matches, classes, class_map, path, report, notes)
 
     counts: Counter[tuple[int, int]] = Counter()
     lookup = _ValueLookup(classes.values)
@@ -703,6 +723,7 @@ def _read_raster(
         raise LabelError(f"{path}: no reference pixel falls on a mapped (non-nodata) pixel of {scene.name}")
     matches = match_labels(tally, classes, class_map, source=path, class_map_name=class_map_name, unit="pixels")
     notes = [_describe_matches(matches, classes)]
+    _warn_by_value(matches, classes, class_map, path, report, notes)
     counts: Counter[tuple[int, int]] = Counter()
     ignored = 0
     for j in range(n_ref):

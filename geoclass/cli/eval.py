@@ -276,4 +276,6 @@ def _pm(estimate: dict[str, Any], area: bool = False) -> str:
     text = _area(value) if area else f"{value:.3f}"
     if ci is None:
         return text
-    return f"{text} ± {_area(ci) if area else f'{ci:.3f}'}"
+    if area:  # the interval with the estimate's precision
+        return f"{text} ± {ci:,.0f}" if abs(value) >= 100 else f"{text} ± {ci:,.2f}"
+    return f"{text} ± {ci:.3f}"

@@ -164,6 +164,7 @@ def test_paper_example_from_the_command_line(tmp_path: Path, runner: CliRunner) 
     result = invoke(runner, ["eval", str(map_path), "--reference", str(points), "--label-field", "reference",
                              "--report", str(report), "--plots", str(plots), "--json"])
     assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr  # labels matched by name, every stratum sampled
     printed = json.loads(result.stdout)
     written = json.loads(report.read_text())
     assert written["classes"] == printed["classes"]
@@ -557,3 +558,16 @@ def test_reference_class_the_map_never_maps(tmp_path: Path) -> None:
     assert wetland["producers_accuracy"]["estimate"] == 0.0  # all of it is omitted by the map
     assert wetland["area_m2"]["estimate"] == pytest.approx(50 * 100 / 5)  # 1 of a's 5 points
     assert out["classes_without_samples"] == []
+
+
+def test_numeric_labels_matched_by_value_to_a_named_map_warn(tmp_path: Path) -> None:
+    arr = np.zeros((10, 10), np.uint8)
+    arr[:, 5:] = 1
+    map_path = write_class_map(tmp_path / "m.tif", arr, ["Forest", "Water"])
+    t = rasterio.open(map_path).transform
+    feats = [(centre(t, r, 1), {"cid": 0}) for r in range(3)] + [(centre(t, r, 7), {"cid": 1}) for r in range(3)]
+    warned: list[str] = []
+    out = assess_map(MapAccuracyConfig(str(map_path), str(write_vector(tmp_path / "p.gpkg", feats))),
+                     progress=lambda e: warned.append(e.message) if e.level == "warning" else None)
+    assert out["error_matrix"]["counts"] == [[3, 0], [0, 3]]
+    assert any("matched to the map's classes by value (0 -> Forest, 1 -> Water)" in w for w in warned)
