@@ -269,7 +269,7 @@ def _describe_matches(matches: Mapping[Any, int | None], classes: MapClasses) ->
 
 def _warn_by_value(
     matches: Mapping[Any, int | None], classes: MapClasses, class_map: Mapping[str, Any] | None, path: str,
-    report: Reporter, notes: list[str],
+    report: Reporter, warned: list[str],
 ) -> None:
     """Warn when numeric labels were matched by value to a map whose classes have names."""
     if class_map is not None or not classes.names:
@@ -283,7 +283,7 @@ def _warn_by_value(
     message = (f"{path}: reference labels were matched to the map's classes by value ({shown}); if the "
                "reference uses codes of its own, give --class-map FILE")
     report.warn(message)
-    notes.append(message)
+    warned.append(message)
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -451,7 +451,8 @@ def _read_vector(
     unit = "points" if not len(polys) else ("polygons" if not inside.any() else "features")
     matches = match_labels(tally, classes, class_map, source=path, class_map_name=class_map_name, unit=unit)
     notes.append(_describe_matches(matches, classes))
-    _warn_by_value(matches, classes, class_map, path, report, notes)
+    warned: list[str] = []
+    _warn_by_value(matches, classes, class_map, path, report, warned)
 
     counts: Counter[tuple[int, int]] = Counter()
     lookup = _ValueLookup(classes.values)
@@ -473,7 +474,7 @@ def _read_vector(
             message = (f"{differ} of {int(inside.sum())} reference points have a {SAMPLE_MAP_FIELD!r} that is not "
                        f"the map's class under them: was the sample drawn from another map than {scene.name}?")
             report.warn(message)
-            notes.append(message)
+            warned.append(message)
     if len(polys):
         ref_values = [matches[label] for label in poly_labels.tolist()]
         poly_nodata, poly_ignored, empty = _sample_polygons(scene, polys, ref_values, lookup, counts, report)
@@ -497,7 +498,7 @@ def _read_vector(
     return ReferenceSample(
         path=path, kind=kind, field=field, counts=dict(counts), probability_sample=not len(polys),
         features=len(geoms), dropped_outside=outside, dropped_nodata=nodata, dropped_ignored=ignored,
-        matches={_value_name(k): v for k, v in matches.items()}, notes=notes,
+        matches={_value_name(k): v for k, v in matches.items()}, notes=notes + warned,
     )
 
 
@@ -723,7 +724,8 @@ def _read_raster(
         raise LabelError(f"{path}: no reference pixel falls on a mapped (non-nodata) pixel of {scene.name}")
     matches = match_labels(tally, classes, class_map, source=path, class_map_name=class_map_name, unit="pixels")
     notes = [_describe_matches(matches, classes)]
-    _warn_by_value(matches, classes, class_map, path, report, notes)
+    warned: list[str] = []
+    _warn_by_value(matches, classes, class_map, path, report, warned)
     counts: Counter[tuple[int, int]] = Counter()
     ignored = 0
     for j in range(n_ref):
@@ -746,5 +748,5 @@ def _read_raster(
     return ReferenceSample(
         path=path, kind="raster", field=None, counts=dict(counts), probability_sample=False,
         dropped_nodata=nodata, dropped_ignored=ignored,
-        matches={_value_name(k): v for k, v in matches.items()}, notes=notes,
+        matches={_value_name(k): v for k, v in matches.items()}, notes=notes + warned,
     )
