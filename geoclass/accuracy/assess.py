@@ -24,7 +24,7 @@ from geoclass.accuracy.estimators import Estimate, StratifiedEstimates, stratifi
 from geoclass.accuracy.mapped_area import mapped_area
 from geoclass.accuracy.reference import MapClasses, ReferenceSample, read_class_map_file, read_reference
 from geoclass.errors import ConfigError, OutputError
-from geoclass.io.labels import _is_vector
+from geoclass.io.labels import is_vector_path
 from geoclass.io.outputs import InputFile, atomic_output, check_output_path, input_files
 from geoclass.progress import ProgressCallback, Reporter
 
@@ -155,7 +155,7 @@ def _class_map(given: str | Mapping[str, Any] | None) -> tuple[dict[str, Any] | 
 
 def _inputs(config: MapAccuracyConfig) -> list[InputFile]:
     inputs = input_files([config.map], "map")
-    reference_is_raster = os.path.exists(config.reference) and not _is_vector(config.reference, config.layer)
+    reference_is_raster = os.path.exists(config.reference) and not is_vector_path(config.reference, config.layer)
     inputs += input_files([config.reference], "reference", raster=reference_is_raster)
     if isinstance(config.class_map, (str, os.PathLike)):
         inputs += input_files([config.class_map], "class map", raster=False)

@@ -38,21 +38,17 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoclass.errors import ConfigError, GeoreferenceError, InputNotFoundError, LabelError
+from geoclass.io.extent import boxes_overlap, crs_name, format_bounds, one_line, ordered_bounds
 from geoclass.io.labels import (
-    _CLIP_VERTICES,
+    CLIP_VERTICES,
     UNLABELLED,
     RasterLabels,
     VectorLabels,
-    _crs_name,
-    _fmt_bounds,
-    _is_number,
-    _is_vector,
-    _norm_bounds,
-    _one_line,
-    _overlaps,
-    _reproject,
-    _usable,
-    _value_name,
+    is_number,
+    is_usable_label,
+    is_vector_path,
+    reproject_geometries,
+    value_name,
 )
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.windows import iter_window_grid, window_bounds, window_transform
@@ -147,7 +143,7 @@ def read_class_map_file(path: str | os.PathLike[str]) -> dict[str, str | int | N
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{p}: not a readable JSON class map ({_one_line(exc)})") from exc
+        raise ConfigError(f"{p}: not a readable JSON class map ({one_line(exc)})") from exc
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{p}: expected a JSON object {{reference label: map class}}, e.g. "
                           '{"1": "Forest", "2": "Pasture"}')
@@ -162,7 +158,7 @@ def _numeric_value(value: Any) -> int | None:
     """An integral number, or numeric text of one, as an int; else None."""
     if isinstance(value, bool):
         return None
-    if _is_number(value):
+    if is_number(value):
         f = float(value)
         return int(f) if math.isfinite(f) and f.is_integer() else None
     text = str(value).strip()
@@ -175,7 +171,7 @@ def _numeric_value(value: Any) -> int | None:
 
 def _resolve(target: Any, classes: MapClasses) -> int | None:
     """The map value a label or class-map target names (by name, then by value), or None."""
-    if isinstance(target, str) or not _is_number(target):
+    if isinstance(target, str) or not is_number(target):
         text = str(target).strip()
         by_name = [v for v, n in classes.names.items() if n == text]
         if not by_name:
@@ -223,7 +219,7 @@ def match_labels(
     if class_map is not None:
         folded = {k.lower(): k for k in class_map}
         for label in labels:
-            key = _value_name(label)
+            key = value_name(label)
             if key not in class_map and key.lower() in folded:
                 key = folded[key.lower()]
             if key not in class_map:
@@ -247,7 +243,7 @@ def match_labels(
                 out[label] = value
     if unmatched:
         unmatched.sort(key=lambda v: -labels[v])
-        shown = ", ".join(f"{_value_name(v)!r} ({labels[v]} {unit})" for v in unmatched[:10])
+        shown = ", ".join(f"{value_name(v)!r} ({labels[v]} {unit})" for v in unmatched[:10])
         more = f", ... ({len(unmatched)} labels in all)" if len(unmatched) > 10 else ""
         where = (f"are not keys of {class_map_name}" if class_map is not None
                  else "match no class of the map by name or value")
@@ -259,10 +255,10 @@ def match_labels(
 
 def _describe_matches(matches: Mapping[Any, int | None], classes: MapClasses) -> str:
     parts = []
-    for label, value in sorted(matches.items(), key=lambda kv: _value_name(kv[0])):
+    for label, value in sorted(matches.items(), key=lambda kv: value_name(kv[0])):
         target = "ignored" if value is None else (
             f"{classes.names[value]} ({value})" if value in classes.names else str(value))
-        parts.append(f"{_value_name(label)} -> {target}")
+        parts.append(f"{value_name(label)} -> {target}")
     shown = ", ".join(parts[:12]) + (", ..." if len(parts) > 12 else "")
     return f"reference labels matched to map classes: {shown}"
 
@@ -275,11 +271,11 @@ def _warn_by_value(
     if class_map is not None or not classes.names:
         return
     by_value = [(label, v) for label, v in matches.items()
-                if v is not None and _value_name(label) != classes.names.get(v, _value_name(label))
-                and _value_name(label).lower() != classes.names.get(v, "").lower()]
+                if v is not None and value_name(label) != classes.names.get(v, value_name(label))
+                and value_name(label).lower() != classes.names.get(v, "").lower()]
     if not by_value:
         return
-    shown = ", ".join(f"{_value_name(label)} -> {classes.names.get(v, v)}" for label, v in by_value[:8])
+    shown = ", ".join(f"{value_name(label)} -> {classes.names.get(v, v)}" for label, v in by_value[:8])
     message = (f"{path}: reference labels were matched to the map's classes by value ({shown}); if the "
                "reference uses codes of its own, give --class-map FILE")
     report.warn(message)
@@ -326,7 +322,7 @@ def read_reference(
         raise InputNotFoundError(f"{path}: reference file not found")
     scene = open_scene(map_path)
     try:
-        if _is_vector(path, layer):
+        if is_vector_path(path, layer):
             return _read_vector(path, scene, classes, field, class_map, class_map_name, layer, progress)
         if field is not None:
             Reporter(progress).warn(f"{path}: is a raster; --label-field {field} is ignored")
@@ -352,7 +348,7 @@ def _read_vector(
     try:
         layers = fiona.listlayers(path)
     except (FionaError, OSError, ValueError) as exc:
-        raise LabelError(f"{path}: not a vector file fiona can read ({_one_line(exc)})") from exc
+        raise LabelError(f"{path}: not a vector file fiona can read ({one_line(exc)})") from exc
     if not layers:
         raise LabelError(f"{path}: has no vector layer")
     if layer is None:
@@ -388,14 +384,14 @@ def _read_vector(
                     raise LabelError(f"{path}: feature {number} is a {kind}; reference data must be "
                                      "points (a sample) or polygons")
                 value = feat.properties.get(field)
-                if not _usable(value):
+                if not is_usable_label(value):
                     no_label += 1
                     continue
                 geoms.append(shapely.geometry.shape(feat.geometry))
                 labels.append(value)
                 drawn.append(None if map_field is None or map_field == field else feat.properties.get(map_field))
     except (FionaError, OSError) as exc:
-        raise LabelError(f"{path}: cannot read features ({_one_line(exc)})") from exc
+        raise LabelError(f"{path}: cannot read features ({one_line(exc)})") from exc
     if not geoms:
         raise LabelError(f"{path}: no feature has both a geometry and a value in field {field!r}")
     if no_label:
@@ -405,7 +401,7 @@ def _read_vector(
     geom_arr = _to_map_crs(np.array(geoms, dtype=object), crs, scene, path, notes)
     label_arr = np.array(labels, dtype=object)
     drawn_arr = np.array(drawn, dtype=object)
-    map_bounds = _norm_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
+    map_bounds = ordered_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
     points = np.isin(shapely.get_type_id(geom_arr), [0, 4])
 
     # Points: one sample each (multipoints: each part).
@@ -436,8 +432,8 @@ def _read_vector(
     n_points = int(len(xy))
     if not inside.any() and not len(polys):
         ref_bounds = shapely.total_bounds(geom_arr) if len(geom_arr) else (math.nan,) * 4
-        raise LabelError(f"{path}: the reference (bounds {_fmt_bounds(ref_bounds)}) does not overlap the map "
-                         f"{scene.name} (bounds {_fmt_bounds(map_bounds)}), both in {_crs_name(scene.crs)}")
+        raise LabelError(f"{path}: the reference (bounds {format_bounds(ref_bounds)}) does not overlap the map "
+                         f"{scene.name} (bounds {format_bounds(map_bounds)}), both in {crs_name(scene.crs)}")
     outside = int((~inside).sum())
     if outside:
         notes.append(f"{outside} of {n_points} reference points lie outside the map and are dropped")
@@ -498,25 +494,25 @@ def _read_vector(
     return ReferenceSample(
         path=path, kind=kind, field=field, counts=dict(counts), probability_sample=not len(polys),
         features=len(geoms), dropped_outside=outside, dropped_nodata=nodata, dropped_ignored=ignored,
-        matches={_value_name(k): v for k, v in matches.items()}, notes=notes + warned,
+        matches={value_name(k): v for k, v in matches.items()}, notes=notes + warned,
     )
 
 
 def _to_map_crs(geoms: np.ndarray, crs: CRS | None, scene: Scene, path: str, notes: list[str]) -> np.ndarray:
     """Reference geometries in the map's CRS."""
     if crs is None and scene.crs is not None:
-        notes.append(f"{path}: has no CRS; assuming the map's ({_crs_name(scene.crs)})")
+        notes.append(f"{path}: has no CRS; assuming the map's ({crs_name(scene.crs)})")
         return geoms
     if crs is not None and scene.crs is None:
-        raise GeoreferenceError(f"{path}: the reference is in {_crs_name(crs)} but the map {scene.name} has "
+        raise GeoreferenceError(f"{path}: the reference is in {crs_name(crs)} but the map {scene.name} has "
                                 "no CRS, so it cannot be placed on it")
     if crs is None or crs == scene.crs:
         return geoms
     try:
-        out = _reproject(geoms, crs, scene.crs)
+        out = reproject_geometries(geoms, crs, scene.crs)
     except LabelError as exc:
         raise LabelError(f"{path}: {exc}") from exc
-    notes.append(f"reference reprojected from {_crs_name(crs)} to the map's {_crs_name(scene.crs)}")
+    notes.append(f"reference reprojected from {crs_name(crs)} to the map's {crs_name(scene.crs)}")
     return out
 
 
@@ -618,9 +614,9 @@ def _sample_polygons(
                 tile = Window(gw.core.col_off + c0, gw.core.row_off + r0, gw.core.width, gw.core.height)
                 h, w = int(tile.height), int(tile.width)
                 shape = geom
-                if nv > _CLIP_VERTICES:
+                if nv > CLIP_VERTICES:
                     wt = window_transform(scene.transform, tile)
-                    left, bottom, right, top = _norm_bounds(window_bounds(scene.transform, tile))
+                    left, bottom, right, top = ordered_bounds(window_bounds(scene.transform, tile))
                     px, py = abs(wt.a) + abs(wt.b), abs(wt.d) + abs(wt.e)
                     shape = shapely.clip_by_rect(geom, left - px, bottom - py, right + px, top + py)
                     if shape.is_empty:
@@ -668,20 +664,20 @@ def _check_raster_overlap(path: str, scene: Scene) -> None:
     """One clear line when a reference raster and the map share no area."""
     try:
         with rasterio.open(path) as ds:
-            crs, bounds = ds.crs, _norm_bounds(tuple(ds.bounds))
+            crs, bounds = ds.crs, ordered_bounds(tuple(ds.bounds))
     except RasterioError as exc:
-        raise LabelError(f"{path}: not a raster or vector file GDAL can read ({_one_line(exc)})") from exc
+        raise LabelError(f"{path}: not a raster or vector file GDAL can read ({one_line(exc)})") from exc
     if crs is None or scene.crs is None:
         return  # RasterLabels decides (same grid assumed, or an error)
-    map_bounds = _norm_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
+    map_bounds = ordered_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
     if crs != scene.crs:
         try:
             bounds = transform_bounds(crs, scene.crs, *bounds, densify_pts=21)
         except RasterioError:
             return
-    if not _overlaps(bounds, map_bounds):
-        raise LabelError(f"{path}: the reference raster (bounds {_fmt_bounds(bounds)}) does not overlap the map "
-                         f"{scene.name} (bounds {_fmt_bounds(map_bounds)}), both in {_crs_name(scene.crs)}")
+    if not boxes_overlap(bounds, map_bounds):
+        raise LabelError(f"{path}: the reference raster (bounds {format_bounds(bounds)}) does not overlap the map "
+                         f"{scene.name} (bounds {format_bounds(map_bounds)}), both in {crs_name(scene.crs)}")
 
 
 def _read_raster(
@@ -748,5 +744,5 @@ def _read_raster(
     return ReferenceSample(
         path=path, kind="raster", field=None, counts=dict(counts), probability_sample=False,
         dropped_nodata=nodata, dropped_ignored=ignored,
-        matches={_value_name(k): v for k, v in matches.items()}, notes=notes + warned,
+        matches={value_name(k): v for k, v in matches.items()}, notes=notes + warned,
     )

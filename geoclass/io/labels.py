@@ -40,6 +40,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoclass.errors import ConfigError, InputNotFoundError, LabelError
+from geoclass.io.extent import boxes_overlap, crs_name, format_bounds, one_line, ordered_bounds
 from geoclass.io.reader import Scene
 from geoclass.io.windows import iter_window_grid, window_bounds, window_transform
 from geoclass.progress import ProgressCallback, Reporter
@@ -51,8 +52,13 @@ __all__ = [
     "RasterLabels",
     "VectorLabels",
     "open_labels",
+    "is_number",
+    "is_usable_label",
+    "is_vector_path",
     "read_class_file",
+    "reproject_geometries",
     "resolve_classes",
+    "value_name",
 ]
 
 UNLABELLED = 255
@@ -70,7 +76,7 @@ _VECTOR_SUFFIXES = {
 }
 # Geometries with more vertices than this are clipped to the window before rasterising, so a huge
 # polygon costs a window only the vertices near it.
-_CLIP_VERTICES = 2000
+CLIP_VERTICES = 2000
 
 
 class LabelSource(Protocol):
@@ -145,13 +151,13 @@ def read_class_file(path: str | os.PathLike[str]) -> list[str] | dict[str, int |
     return out
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _value_name(value: Any) -> str:
+def value_name(value: Any) -> str:
     """A label value as a class name: integral numbers without a trailing ``.0``."""
-    if _is_number(value):
+    if is_number(value):
         f = float(value)
         if math.isfinite(f) and f.is_integer():
             return str(int(f))
@@ -159,10 +165,10 @@ def _value_name(value: Any) -> str:
     return str(value).strip()
 
 
-def _usable(value: Any) -> bool:
+def is_usable_label(value: Any) -> bool:
     if value is None:
         return False
-    if _is_number(value):
+    if is_number(value):
         return math.isfinite(float(value))
     return bool(str(value).strip())
 
@@ -186,28 +192,28 @@ def resolve_classes(values: Iterable[Any], given: ClassSpec | None = None) -> _R
     Raises:
         LabelError: No value is usable, or more than 255 classes.
     """
-    distinct = sorted({v for v in values if _usable(v)}, key=_sort_key)
+    distinct = sorted({v for v in values if is_usable_label(v)}, key=_sort_key)
     if not distinct:
         raise LabelError("no usable label values")
-    numeric = all(_is_number(v) for v in distinct)
+    numeric = all(is_number(v) for v in distinct)
     lookup: dict[Any, int] = {}
     if given is None:
         names: list[str] = []
         for v in distinct:
-            name = _value_name(v)
+            name = value_name(v)
             if name not in names:
                 names.append(name)
             lookup[v] = names.index(name)
-        vals = {n: v for v, n in ((v, _value_name(v)) for v in distinct)}
+        vals = {n: v for v, n in ((v, value_name(v)) for v in distinct)}
         classes = names
     elif isinstance(given, Mapping):
         codes = sorted(given.items(), key=lambda kv: _sort_key(kv[1]))
         classes = [n for n, _ in codes]
         vals = {n: c for n, c in codes}
-        by_code = {_value_name(c): i for i, (_, c) in enumerate(codes)}
+        by_code = {value_name(c): i for i, (_, c) in enumerate(codes)}
         by_name = {n: i for i, n in enumerate(classes)}
         for v in distinct:
-            key = _value_name(v)
+            key = value_name(v)
             if numeric and key in by_code:
                 lookup[v] = by_code[key]
             elif key in by_name:
@@ -217,10 +223,10 @@ def resolve_classes(values: Iterable[Any], given: ClassSpec | None = None) -> _R
     else:
         classes = [str(n) for n in given]
         by_name = {n: i for i, n in enumerate(classes)}
-        names_match = all(_value_name(v) in by_name for v in distinct)
+        names_match = all(value_name(v) in by_name for v in distinct)
         vals = {}
         for v in distinct:
-            key = _value_name(v)
+            key = value_name(v)
             if not numeric or names_match:
                 if key in by_name:
                     lookup[v] = by_name[key]
@@ -238,13 +244,13 @@ def resolve_classes(values: Iterable[Any], given: ClassSpec | None = None) -> _R
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
-    if _is_number(value):
+    if is_number(value):
         return (0, float(value))
     return (1, str(value))
 
 
 def _list_values(values: Sequence[Any], limit: int = 6) -> str:
-    shown = ", ".join(repr(_value_name(v)) if not _is_number(v) else _value_name(v)
+    shown = ", ".join(repr(value_name(v)) if not is_number(v) else value_name(v)
                       for v in values[:limit])
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
@@ -259,38 +265,12 @@ def _no_match_error(path: str, what: str, unknown: Sequence[Any], classes: Seque
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _fmt_bounds(b: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.10g}" for v in b) + ")"
-
-
-def _crs_name(crs: CRS | None) -> str:
-    if crs is None:
-        return "no CRS"
-    epsg = crs.to_epsg(confidence_threshold=90)
-    return f"EPSG:{epsg}" if epsg else (crs.to_string()[:60] or "a custom CRS")
-
-
-def _norm_bounds(b: Sequence[float]) -> tuple[float, float, float, float]:
-    """``(left, bottom, right, top)`` with left <= right and bottom <= top.
-
-    A raster without georeferencing has an identity transform (y grows downwards), so its
-    "bottom" is larger than its "top"; overlap tests need the ordered form.
-    """
-    return (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))
-
-
-def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether two boxes (any corner order) share some area."""
-    a, b = _norm_bounds(a), _norm_bounds(b)
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
 def _scene_bounds(scene: Scene) -> tuple[float, float, float, float]:
     """The scene's extent, ordered (bottom <= top even for a pixel-grid raster)."""
-    return _norm_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
+    return ordered_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
 
 
-def _is_vector(path: str, layer: str | None) -> bool:
+def is_vector_path(path: str, layer: str | None) -> bool:
     suffix = Path(path).suffix.lower()
     if suffix in _RASTER_SUFFIXES and layer is None:
         return False
@@ -350,7 +330,7 @@ class VectorLabels:
         try:
             layers = fiona.listlayers(self.path)
         except (FionaError, OSError, ValueError) as exc:
-            raise LabelError(f"{self.path}: not a vector file fiona can read ({_one_line(exc)})") from exc
+            raise LabelError(f"{self.path}: not a vector file fiona can read ({one_line(exc)})") from exc
         if not layers:
             raise LabelError(f"{self.path}: has no vector layer")
         if layer is None:
@@ -374,11 +354,11 @@ class VectorLabels:
                     geoms.append(shapely.geometry.shape(feat.geometry))
                     raw_values.append(feat.properties.get(field))
         except (FionaError, OSError) as exc:
-            raise LabelError(f"{self.path}: cannot read features ({_one_line(exc)})") from exc
+            raise LabelError(f"{self.path}: cannot read features ({one_line(exc)})") from exc
         self.field = field
         if n_features == 0:
             raise LabelError(f"{self.path}: has no features")
-        if not any(_usable(v) for v in raw_values):
+        if not any(is_usable_label(v) for v in raw_values):
             raise LabelError(
                 f"{self.path}: field {field!r} has no usable values (all {n_features} features "
                 "are empty or null)"
@@ -398,23 +378,23 @@ class VectorLabels:
         self.classes = resolved.classes
         self.values = resolved.values
 
-        keep = [i for i, v in enumerate(raw_values) if _usable(v) and v in resolved.lookup
+        keep = [i for i, v in enumerate(raw_values) if is_usable_label(v) and v in resolved.lookup
                 and not geoms[i].is_empty]
         geom_arr = np.array([geoms[i] for i in keep], dtype=object)
         ids = np.array([resolved.lookup[raw_values[i]] for i in keep], dtype=np.uint8)
 
         self.crs = crs
         if scene.crs is not None and crs is None:
-            report.warn(f"{self.path}: has no CRS; assuming the scene's ({_crs_name(scene.crs)})")
+            report.warn(f"{self.path}: has no CRS; assuming the scene's ({crs_name(scene.crs)})")
         elif scene.crs is None and crs is not None:
             raise LabelError(
-                f"{self.path}: labels are in {_crs_name(crs)} but the scene has no CRS, so they "
+                f"{self.path}: labels are in {crs_name(crs)} but the scene has no CRS, so they "
                 "cannot be placed on it"
             )
         elif scene.crs is not None and crs is not None and crs != scene.crs:
-            geom_arr = _reproject(geom_arr, crs, scene.crs)
+            geom_arr = reproject_geometries(geom_arr, crs, scene.crs)
             report.info(
-                f"labels reprojected from {_crs_name(crs)} to the scene's {_crs_name(scene.crs)}"
+                f"labels reprojected from {crs_name(crs)} to the scene's {crs_name(scene.crs)}"
             )
         nonempty = ~shapely.is_empty(geom_arr) if len(geom_arr) else np.zeros(0, bool)
         geom_arr, ids = geom_arr[nonempty], ids[nonempty]
@@ -429,8 +409,8 @@ class VectorLabels:
         if len(inside) == 0:
             lb = tuple(shapely.total_bounds(geom_arr)) if len(geom_arr) else (math.nan,) * 4
             raise LabelError(
-                f"{self.path}: labels (bounds {_fmt_bounds(lb)}) do not overlap the scene "
-                f"(bounds {_fmt_bounds(sb)}), both in {_crs_name(scene.crs)}"
+                f"{self.path}: labels (bounds {format_bounds(lb)}) do not overlap the scene "
+                f"(bounds {format_bounds(sb)}), both in {crs_name(scene.crs)}"
             )
         if len(inside) < len(geom_arr):
             report.info(f"{self.path}: {len(geom_arr) - len(inside)} of {len(geom_arr)} labelled "
@@ -473,14 +453,14 @@ class VectorLabels:
         """Class ids of the features in ``window`` (``UNLABELLED`` elsewhere); None if none touch it."""
         h, w = int(window.height), int(window.width)
         wt = window_transform(self._scene_transform, window)
-        left, bottom, right, top = _norm_bounds(window_bounds(self._scene_transform, window))
+        left, bottom, right, top = ordered_bounds(window_bounds(self._scene_transform, window))
         with self._lock:  # STRtree queries from several threads are not documented as safe
             idx = self._tree.query(shapely.box(left, bottom, right, top), predicate="intersects")
         if len(idx) == 0:
             return None
         idx.sort()  # feature order decides overlaps: later features win, as in the file
         geoms = self._geoms[idx]
-        big = self._nverts[idx] > _CLIP_VERTICES
+        big = self._nverts[idx] > CLIP_VERTICES
         if big.any():
             # One pixel of margin so clipping never moves an edge that decides a pixel.
             px, py = abs(wt.a) + abs(wt.b), abs(wt.d) + abs(wt.e)
@@ -506,11 +486,7 @@ class VectorLabels:
         """Nothing to release (features live in memory)."""
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
-def _reproject(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
+def reproject_geometries(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
     """Reproject shapely geometries vertex by vertex (GDAL/PROJ through rasterio)."""
 
     def fn(coords: np.ndarray) -> np.ndarray:
@@ -523,8 +499,8 @@ def _reproject(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
         out = shapely.transform(geoms, fn)
     except Exception as exc:  # PROJ errors come as rasterio's private CPLE types
         raise LabelError(
-            f"labels cannot be reprojected from {_crs_name(src)} to {_crs_name(dst)} "
-            f"({_one_line(exc)}); are the coordinates in the CRS the file declares?"
+            f"labels cannot be reprojected from {crs_name(src)} to {crs_name(dst)} "
+            f"({one_line(exc)}); are the coordinates in the CRS the file declares?"
         ) from exc
     # Vertices PROJ cannot place come back as inf; such geometries are dropped.
     finite = np.isfinite(shapely.bounds(out)).all(axis=1) | shapely.is_empty(out)
@@ -580,7 +556,7 @@ class RasterLabels:
                 ds = rasterio.open(self.path)
         except RasterioError as exc:
             raise LabelError(f"{self.path}: not a raster or vector file GDAL can read "
-                             f"({_one_line(exc)})") from exc
+                             f"({one_line(exc)})") from exc
         with ds:
             if not 1 <= band <= ds.count:
                 raise LabelError(f"{self.path}: band {band} requested but the raster has {ds.count}")
@@ -599,7 +575,7 @@ class RasterLabels:
                     raise LabelError(f"{self.path}: label raster has no CRS and is not the "
                                      "scene's size, so it cannot be placed on the scene")
             elif crs is not None and scene.crs is None:
-                raise LabelError(f"{self.path}: labels are in {_crs_name(crs)} but the scene has "
+                raise LabelError(f"{self.path}: labels are in {crs_name(crs)} but the scene has "
                                  "no CRS, so they cannot be placed on it")
             self.same_grid = (
                 (crs == scene.crs or crs is None)
@@ -608,19 +584,19 @@ class RasterLabels:
             )
             self._src_crs, self._src_transform = crs, transform
             sb = _scene_bounds(scene)
-            lb = _norm_bounds(window_bounds(transform, Window(0, 0, width, height)))
+            lb = ordered_bounds(window_bounds(transform, Window(0, 0, width, height)))
             if crs is not None and scene.crs is not None and crs != scene.crs:
                 try:
                     lb = transform_bounds(crs, scene.crs, *lb, densify_pts=21)
-                    report.info(f"label raster warped from {_crs_name(crs)} to the scene's "
-                                f"{_crs_name(scene.crs)} (nearest neighbour)")
+                    report.info(f"label raster warped from {crs_name(crs)} to the scene's "
+                                f"{crs_name(scene.crs)} (nearest neighbour)")
                 except RasterioError as exc:
                     raise LabelError(f"{self.path}: bounds cannot be transformed to the scene's "
-                                     f"CRS ({_one_line(exc)})") from exc
-            if not _overlaps(lb, sb):
+                                     f"CRS ({one_line(exc)})") from exc
+            if not boxes_overlap(lb, sb):
                 raise LabelError(
-                    f"{self.path}: labels (bounds {_fmt_bounds(lb)}) do not overlap the scene "
-                    f"(bounds {_fmt_bounds(sb)}), both in {_crs_name(scene.crs)}"
+                    f"{self.path}: labels (bounds {format_bounds(lb)}) do not overlap the scene "
+                    f"(bounds {format_bounds(sb)}), both in {crs_name(scene.crs)}"
                 )
             # A list of non-numeric names is read as ids (value k is class k): no scan needed.
             by_id = classes is not None and not isinstance(classes, Mapping) and not all(
@@ -661,7 +637,7 @@ class RasterLabels:
             sb = _scene_bounds(scene)
             if self._src_crs is not None and scene.crs is not None and self._src_crs != scene.crs:
                 sb = transform_bounds(scene.crs, self._src_crs, *sb, densify_pts=21)
-            left, bottom, right, top = _norm_bounds(sb)
+            left, bottom, right, top = ordered_bounds(sb)
             if self._src_transform.e > 0:  # pixel grid (y down): rasterio wants "top" above
                 bottom, top = top, bottom
             win = rasterio.windows.from_bounds(left, bottom, right, top,
@@ -826,7 +802,7 @@ def open_labels(
         spec = read_class_file(classes)
     else:
         spec = classes
-    if _is_vector(p, layer):
+    if is_vector_path(p, layer):
         try:
             return VectorLabels(p, scene, field, spec, layer=layer, progress=progress)
         except LabelError as exc:

@@ -34,6 +34,7 @@ from geoclass.errors import (
     InputNotFoundError,
     RasterOpenError,
 )
+from geoclass.io.extent import boxes_overlap, format_bounds, ordered_bounds
 from geoclass.io.stats import BandStatistics, StatsAccumulator
 from geoclass.io.windows import (
     GridWindow,
@@ -79,10 +80,6 @@ def _crs_str(crs: CRS | None) -> str:
     if crs is None:
         return "no CRS"
     return str(crs.to_string())
-
-
-def _fmt_bounds(b: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.10g}" for v in b) + ")"
 
 
 def _open_dataset(path: str) -> rasterio.io.DatasetReader:
@@ -190,14 +187,6 @@ def _alignment(member: _Member, ref: _Member) -> tuple[int, int] | None:
     if abs(col - icol) > _ALIGN_TOL or abs(row - irow) > _ALIGN_TOL:
         return None
     return int(icol), int(irow)
-
-
-def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _norm_bounds(b: Sequence[float]) -> tuple[float, float, float, float]:
-    return (min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3]))
 
 
 def _is_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:
@@ -862,7 +851,7 @@ def open_scene(
     areas = [_pixel_area_in(m, first_crs) for m in members]
     ref_index = min(range(len(members)), key=lambda i: (areas[i], i))
     ref = members[ref_index]
-    ref_bounds = _norm_bounds(ref.bounds)
+    ref_bounds = ordered_bounds(ref.bounds)
 
     resolved: list[_Member] = []
     for m in members:
@@ -873,7 +862,7 @@ def open_scene(
                 "so it cannot be resampled onto it"
             )
         if m.crs is None or m.crs == ref.crs:
-            mb = _norm_bounds(m.bounds)
+            mb = ordered_bounds(m.bounds)
         else:
             try:
                 mb = transform_bounds(m.crs, ref.crs, *m.bounds, densify_pts=21)
@@ -882,10 +871,10 @@ def open_scene(
                     f"{m.path}: bounds cannot be transformed from {_crs_str(m.crs)} to "
                     f"{_crs_str(ref.crs)} ({_short_reason(exc, m.path)})"
                 ) from exc
-        if m is not ref and not _overlaps(mb, ref_bounds):
+        if m is not ref and not boxes_overlap(mb, ref_bounds):
             raise GeoreferenceError(
-                f"{m.path} (bounds {_fmt_bounds(mb)}) does not overlap {ref.path} "
-                f"(bounds {_fmt_bounds(ref_bounds)}); stacked files must cover the same area"
+                f"{m.path} (bounds {format_bounds(mb)}) does not overlap {ref.path} "
+                f"(bounds {format_bounds(ref_bounds)}); stacked files must cover the same area"
             )
         if shift is None:
             resolved.append(_replace(m, warp=True))
