@@ -51,6 +51,7 @@ __all__ = [
 
 _VRT_MAGIC = b"<VRTDataset"
 _SIDECARS = (".aux.xml", ".ovr", ".msk", ".aux")
+_SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")
 NEARLY_FULL_BYTES = 8 << 20
 
 
@@ -133,6 +134,8 @@ def input_files(paths: Iterable[str | os.PathLike[str]], role: str, *, raster: b
             if real in found:
                 continue
             found[real] = InputFile(real, role, given)
+            if real.suffix.lower() == ".shp":  # a shapefile is read from its sidecars too
+                todo.extend(str(Path(name).with_suffix(ext)) for ext in _SHAPEFILE_PARTS)
             if not raster or not real.is_file():
                 continue
             if name == given or _is_vrt(real):

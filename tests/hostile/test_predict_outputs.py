@@ -107,6 +107,10 @@ def test_input_files_follow_sidecars_and_stacks(scene: Path, tmp_path: Path) -> 
     vrt = _vrt(tmp_path / "scene.vrt", scene, 80, 96)
     found = {f.path.name for f in input_files([vrt, tmp_path / "missing.tif", "/vsicurl/http://x/y.tif"], "scene")}
     assert found == {"scene.vrt", "scene.tif", "scene.tif.aux.xml"}
+    for ext in (".shp", ".dbf", ".shx"):
+        (tmp_path / f"labels{ext}").write_bytes(b"")
+    assert {f.path.name for f in input_files([tmp_path / "labels.shp"], "labels")} == {
+        "labels.shp", "labels.dbf", "labels.shx"}
 
 
 def test_tile_refuses_an_output_folder_holding_the_scene(tmp_path: Path) -> None:
