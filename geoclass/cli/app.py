@@ -20,7 +20,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rasterio.errors import RasterioError
 from typer.core import TyperGroup
 
 from geoclass import __version__
@@ -41,6 +40,7 @@ from geoclass.cli.render import (
     report_interrupt,
 )
 from geoclass.errors import GeoclassError
+from geoclass.io.outputs import is_io_error
 
 __all__ = ["app", "main"]
 
@@ -64,8 +64,6 @@ class GeoclassGroup(TyperGroup):
             return super().invoke(ctx)
         except GeoclassError as err:
             raise typer.Exit(self._fail(ctx, err)) from err
-        except (OSError, RasterioError) as err:  # an I/O failure the library did not expect
-            raise typer.Exit(self._fail(ctx, describe_io_error(err))) from err
         except KeyboardInterrupt as err:
             code = report_interrupt()
             if ctx.meta.get(JSON_REQUESTED):
@@ -75,6 +73,11 @@ class GeoclassGroup(TyperGroup):
             if ctx.meta.get(JSON_REQUESTED) and hasattr(err, "format_message"):
                 print_json_error(err.format_message(), int(getattr(err, "exit_code", 2)), "UsageError")
             raise
+        except Exception as err:
+            if not is_io_error(err):  # anything else is a bug: its traceback must show
+                raise
+            # an OS or GDAL I/O failure the library did not expect: still one line
+            raise typer.Exit(self._fail(ctx, describe_io_error(err))) from err
 
     @staticmethod
     def _fail(ctx: Any, err: GeoclassError) -> int:
@@ -129,6 +132,12 @@ def root(
     if quiet and verbose:
         raise typer.BadParameter("use one or the other", param_hint="'--quiet' / '--verbose'")
     ctx.obj = CliState(quiet=quiet, verbose=verbose)
+    if not verbose:
+        import rasterio  # noqa: F401 - loads libtiff, whose stderr printer is then removed
+
+        from geoclass.cli.native_messages import silence_libtiff_stderr
+
+        silence_libtiff_stderr()
 
 
 app.command("tile")(tile_command.tile)

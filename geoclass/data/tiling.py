@@ -856,9 +856,7 @@ def _check_inputs_outside(out: Path, scene_paths: list[str], labels: str | os.Pa
     inputs = input_files(scene_paths, "scene") + input_files([labels] if labels else [], "labels")
     for item in inputs:
         if item.path == folder or folder in item.path.parents:
-            via = "" if Path(item.given).resolve() == item.path else f", which {item.given} reads"
-            raise ConfigError(f"{out}: holds {item.path}{via} (an input {item.role}); "
-                              "write the chips to another folder")
+            raise ConfigError(f"{out}: holds {item.describe()}; write the chips to another folder")
 
 
 def _prepare_output(out: Path, overwrite: bool, resume: bool, fingerprint: dict[str, Any],

@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ from geoclass.io.raster_writer import (
     probability_setup,
 )
 from geoclass.io.outputs import OutputLock, check_output_path, input_files, write_error
+from geoclass.io.vector_files import check_vector_output, vector_driver
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.windows import iter_window_grid
 from geoclass.models.model_file import (
@@ -887,7 +889,10 @@ class _Run:
         # Every file the run reads, through VRTs and symlinks, so no output can replace one.
         inputs = input_files(self.paths, "scene") + input_files([self.model_path], "model", raster=False)
         for kind, p in given:
-            check_output_path(p, overwrite=c.overwrite, allow_existing=c.resume, inputs=inputs, kind=kind)
+            if kind == "vector":  # all of a shapefile's files, before any work is done
+                check_vector_output(p, vector_driver(p), overwrite=c.overwrite or c.resume, inputs=inputs, kind=kind)
+            else:
+                check_output_path(p, overwrite=c.overwrite, allow_existing=c.resume, inputs=inputs, kind=kind)
 
     def _fingerprint(self) -> dict[str, Any]:
         st = self.model_path.stat()
@@ -1001,9 +1006,12 @@ class _Run:
 
     def run(self) -> PredictResult:
         self._check_outputs()
-        # One run per output: the partial file and its sidecar have fixed names, so a second run
-        # writing the same map would splice its rows into this one's.
-        with OutputLock(self.output):
+        # One run per raster output: partial files have fixed names, so a second run writing the
+        # same map (or probabilities, confidence) would splice its rows into this one's.
+        with ExitStack() as locks:
+            for path in (self.output, self.probs_path, self.conf_path):
+                if path is not None:
+                    locks.enter_context(OutputLock(path))
             return self._run()
 
     def _run(self) -> PredictResult:
@@ -1100,13 +1108,13 @@ class _Run:
         """A scene smaller than a window is predicted from a mostly padded window: say so."""
         if self.width >= self.size and self.height >= self.size:
             return
-        real = self.width * self.height
-        window = self.size * self.size
+        real = min(self.width, self.size) * min(self.height, self.size)
+        padding = 100 * (1 - real / (self.size * self.size))
+        shown = f"{padding:.0f}" if padding < 99.5 else f"{padding:.2f}"
         self.reporter.warn(
             f"{self.scene.name}: {self.width}x{self.height} px is smaller than the model's "
-            f"{self.size}x{self.size} px window; the map comes from windows that are "
-            f"{1 - min(self.width, self.size) * min(self.height, self.size) / window:.0%} padding "
-            f"({real:,} real pixels), so expect it to be less reliable"
+            f"{self.size}x{self.size} px window; the map comes from windows that are {shown}% padding "
+            f"({real:,} real pixel{'s' if real != 1 else ''} each), so expect it to be less reliable"
         )
 
     def _publish(self, writers: list[tuple[StripWriter, slice]]) -> None:

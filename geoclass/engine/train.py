@@ -128,7 +128,9 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
     config.validate()
     run_dir = Path(config.out_dir)
     if (run_dir / CONFIG_JSON).exists():
-        if not config.overwrite:
+        # A run that failed before its first checkpoint (e.g. no network for --pretrained) left
+        # only its config: nothing to resume, so it is simply started again.
+        if (run_dir / LAST_CKPT).exists() and not config.overwrite:
             raise OutputExistsError(f"{run_dir}: already holds a training run; continue it with "
                                     f"--resume {run_dir}, or pass --overwrite to start again")
         for name in (CONFIG_JSON, METRICS_CSV, BEST_MODEL, LAST_MODEL, FINAL_MODEL):

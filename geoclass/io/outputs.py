@@ -21,7 +21,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -78,9 +78,42 @@ class InputFile:
     role: str
     given: str
 
+    def describe(self) -> str:
+        """``/d/scene.tif, which scene.vrt reads (the input scene)`` for messages."""
+        via = "" if os.path.abspath(self.given) == str(self.path) else f", which {self.given} reads"
+        return f"{self.path}{via} (the input {self.role})"
 
-def _is_remote(path: str) -> bool:
-    return path.startswith("/vsi") or "://" in path
+
+_NETWORK_PREFIXES = (
+    "/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsihdfs", "/vsiwebhdfs",
+    "http://", "https://", "ftp://", "s3://", "gs://", "az://",
+)
+_CONTAINER_PREFIXES = ("/vsizip/", "/vsigzip/", "/vsitar/", "/vsi7z/", "/vsirar/")
+
+
+def _is_network(path: str) -> bool:
+    """A file on a server: never one geoclass can overwrite."""
+    return path.startswith(_NETWORK_PREFIXES)
+
+
+def _local_container(name: str) -> str | None:
+    """The local file behind a GDAL virtual path (``/vsizip/a.zip/x.tif``, ``/vsisubfile/o_n,a.tif``)."""
+    if name.startswith("/vsisubfile/"):
+        rest = name.split(",", 1)[1] if "," in name else ""
+        return _local_container(rest) or rest or None
+    for prefix in _CONTAINER_PREFIXES:
+        if name.startswith(prefix):
+            inner = name[len(prefix) - 1 :]  # keep the leading "/"
+            inner = inner.removeprefix("{").split("}", 1)[0] if inner.startswith("/{") else inner
+            parts = inner.split("/")
+            for end in range(len(parts), 1, -1):  # the longest prefix that is a file is the archive
+                candidate = "/".join(parts[:end])
+                if os.path.isfile(candidate):
+                    return candidate
+                nested = _local_container(candidate)
+                if nested:
+                    return nested
+    return None
 
 
 def _is_vrt(path: Path) -> bool:
@@ -118,17 +151,27 @@ def input_files(paths: Iterable[str | os.PathLike[str]], role: str, *, raster: b
         raster: Ask GDAL for the files of each raster (VRT sources, recursively, and sidecars).
 
     Returns:
-        The files, each once, symlinks resolved. Remote paths (``/vsicurl/``, URLs) are left out.
+        The files, each once, symlinks resolved; through GDAL connection strings (``vrt://``,
+        ``/vsisubfile/``, ``/vsizip/``...) too. Files on servers (``/vsicurl/``, URLs) are left out.
     """
     found: dict[Path, InputFile] = {}
     for given in paths:
         given = os.fspath(given)
-        if _is_remote(given):
-            continue
         todo = [given]
+        asked: set[str] = set()
         while todo:
             name = todo.pop()
-            if _is_remote(name) or not os.path.exists(name):
+            if _is_network(name) or name in asked:
+                continue
+            asked.add(name)
+            if not os.path.exists(name):
+                # A GDAL connection string (vrt://a.tif?bands=1, /vsisubfile/..., /vsizip/...):
+                # the files it reads, as GDAL lists them, and the archive behind it.
+                container = _local_container(name)
+                if container:
+                    todo.append(container)
+                if raster and (name.startswith("/vsi") or "://" in name):
+                    todo.extend(f for f in _gdal_files(name) if f != name)
                 continue
             real = Path(os.path.realpath(name))
             if real in found:
@@ -178,10 +221,8 @@ def check_output_path(
     real = Path(os.path.realpath(path))
     for item in inputs:
         if real == item.path or _same_file(path, item.path):
-            via = "" if Path(item.given).resolve() == item.path else f", which {item.given} reads"
             raise ConfigError(
-                f"{path}: the {kind} would replace {item.path}{via} (an input {item.role}); "
-                "write it to another file"
+                f"{path}: the {kind} would replace {item.describe()}; write it to another file"
             )
     if path.is_dir():
         raise OutputError(f"{path}: is a folder, expected an output file name")
@@ -218,7 +259,8 @@ def atomic_output(target: str | os.PathLike[str], *, needed_bytes: int | None = 
             os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, GeoclassError) or not is_io_error(exc):
             raise
         raise write_error(exc, target, needed_bytes) from exc
@@ -374,8 +416,9 @@ def write_error(
     tail = f"; {hint}" if hint else ""
     free = free_bytes(folder)
     # libtiff's "No space left on device" goes to GDAL's log only; the exception says "Write
-    # error at scanline N". A write that fails on a (nearly) full disk is a full disk.
-    if is_disk_full(exc) or (free is not None and free < NEARLY_FULL_BYTES):
+    # error at scanline N". Such a write failing on a (nearly) full disk is a full disk.
+    errno_known = isinstance(exc, OSError) and exc.errno is not None
+    if is_disk_full(exc) or (not errno_known and free is not None and free < NEARLY_FULL_BYTES):
         have = f"{format_bytes(free)} free" if free is not None else "no space left"
         need = f", the output needs up to {format_bytes(needed_bytes)}" if needed_bytes else ""
         return DiskFullError(f"{target}: the disk is full ({have} in {folder}{need}); "

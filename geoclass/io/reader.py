@@ -141,6 +141,9 @@ class _Member:
 def _describe(path: str, ds: rasterio.io.DatasetReader) -> _Member:
     gcps, gcp_crs = ds.gcps
     ungridded = ds.transform.is_identity and bool(gcps or ds.rpcs)
+    # A CRS with no geotransform (nor GCPs) places nothing: read it as a plain pixel grid rather
+    # than write maps with that CRS on a made-up identity transform.
+    grid_crs = None if ds.transform.is_identity else ds.crs
     return _Member(
         path=path,
         width=ds.width,
@@ -150,7 +153,7 @@ def _describe(path: str, ds: rasterio.io.DatasetReader) -> _Member:
         nodatas=tuple(ds.nodatavals),
         mask_flags=tuple(int(sum(int(f) for f in flags)) for flags in ds.mask_flag_enums),
         descriptions=tuple(ds.descriptions),
-        crs=None if ungridded else ds.crs,
+        crs=grid_crs,
         transform=ds.transform,
         gcps=(tuple(gcps), gcp_crs) if ungridded and gcps else None,
         rpcs=ungridded and bool(ds.rpcs),

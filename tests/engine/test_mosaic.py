@@ -304,7 +304,7 @@ def test_input_and_output_errors(maps: tuple[Path, Path], tmp_path: Path) -> Non
     with pytest.raises(OutputExistsError, match="--overwrite"):
         mosaic(MosaicConfig([a, b], out))
     assert mosaic(MosaicConfig([a, b], out, overwrite=True)).reprojected
-    with pytest.raises(ConfigError, match="would replace .*an input"):
+    with pytest.raises(ConfigError, match="would replace .*the input"):
         mosaic(MosaicConfig([a, b], a, overwrite=True))
     with pytest.raises(ConfigError, match=r"\.tif, \.tiff"):
         mosaic(MosaicConfig([a], tmp_path / "m.png"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -56,11 +57,16 @@ def _digest(path: Path) -> bytes:
     return path.read_bytes()
 
 
+_OWN_LINE = re.compile(r"^(note|warning|error|[a-z][a-z ]*): ")  # geoclass's notes and progress lines
+
+
 def _one_error(err: str) -> str:
-    """The one ``error:`` line of a failed command's stderr (notes may come before it; no traceback)."""
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    """The one ``error:`` line of a failed command's stderr: last, and nothing but geoclass's own
+    notes, warnings and progress lines before it (no traceback, no message of a C library)."""
+    lines = err.rstrip().splitlines()
+    assert lines and all(_OWN_LINE.match(line) for line in lines), err
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
     return errors[0]
 
 
@@ -89,6 +95,40 @@ def test_vrt_reading_the_output_is_refused_and_the_scene_survives(scene: Path, c
     assert _digest(scene) == before
 
 
+def test_gdal_connection_strings_reading_the_output_are_refused(scene: Path, cnn: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    before = _digest(scene)
+    size = scene.stat().st_size
+    with zipfile.ZipFile(tmp_path / "s.zip", "w") as archive:
+        archive.write(scene, "inner/scene.tif")
+    nested = tmp_path / "nested.vrt"  # a VRT whose source is itself a connection string
+    nested.write_text(_vrt(tmp_path / "x.vrt", scene, 80, 96).read_text().replace(
+        'relativeToVRT="1">scene.tif', f'relativeToVRT="0">vrt://{scene}?bands=1,2,3'))
+    for given, victim in (
+        (f"vrt://{scene}?bands=1,2,3", scene),
+        (f"/vsisubfile/0_{size},{scene}", scene),
+        (str(nested), scene),
+    ):
+        with pytest.raises(ConfigError, match="would replace"):
+            predict(PredictConfig(scenes=given, output=victim, model=cnn, overwrite=True))
+    assert _digest(scene) == before
+    zipped = input_files([f"/vsizip/{tmp_path / 's.zip'}/inner/scene.tif"], "scene")
+    assert tmp_path / "s.zip" in {f.path for f in zipped}
+
+
+def test_vector_sidecars_are_checked_before_predicting(scene: Path, cnn: Path, tmp_path: Path) -> None:
+    dbf = tmp_path / "v.dbf"
+    dbf.write_bytes(scene.read_bytes())  # a raster that happens to be named like a shapefile part
+    vrt = _vrt(tmp_path / "vd.vrt", dbf, 80, 96)
+    events: list[ProgressEvent] = []
+    with pytest.raises(ConfigError, match="v.dbf"):
+        predict(PredictConfig(scenes=vrt, output=tmp_path / "m.tif", model=cnn, vector=tmp_path / "v.shp",
+                              overwrite=True), events.append)
+    assert not any(e.kind == "start" and e.task == "predict" for e in events)  # refused before any work
+    assert dbf.read_bytes() == scene.read_bytes()
+
+
 def test_symlink_and_hard_link_outputs_are_refused(scene: Path, cnn: Path, tmp_path: Path) -> None:
     before = _digest(scene)
     (tmp_path / "link.tif").symlink_to(scene)
@@ -106,7 +146,10 @@ def test_input_files_follow_sidecars_and_stacks(scene: Path, tmp_path: Path) -> 
     (tmp_path / "scene.tif.aux.xml").write_text("<PAMDataset></PAMDataset>")
     vrt = _vrt(tmp_path / "scene.vrt", scene, 80, 96)
     found = {f.path.name for f in input_files([vrt, tmp_path / "missing.tif", "/vsicurl/http://x/y.tif"], "scene")}
-    assert found == {"scene.vrt", "scene.tif", "scene.tif.aux.xml"}
+    assert found == {"scene.vrt", "scene.tif", "scene.tif.aux.xml"}  # files on a server are not ours to guard
+    band = make_raster(tmp_path / "b4.tif", smooth_image(1, 96, 80))
+    stack = {f.path.name for f in input_files([band, f"vrt://{scene}?bands=1"], "scene")}
+    assert stack == {"b4.tif", "scene.tif", "scene.tif.aux.xml"}
     for ext in (".shp", ".dbf", ".shx"):
         (tmp_path / f"labels{ext}").write_bytes(b"")
     assert {f.path.name for f in input_files([tmp_path / "labels.shp"], "labels")} == {
@@ -186,39 +229,50 @@ def test_a_second_run_on_the_same_output_is_refused(scene: Path, cnn: Path, tmp_
     assert out.exists() and not (tmp_path / ".map.tif.lock").exists()
 
 
-def test_two_processes_writing_one_map(tmp_path: Path) -> None:
-    """Two predicts of different scenes to the same -o at once: exit 0 means the map is that run's."""
+def test_two_processes_sharing_an_output(tmp_path: Path) -> None:
+    """Run B starts while run A holds the probabilities file both name: B fails at once in one line,
+    A exits 0 and its probabilities are wholly its own (not a splice of the two runs)."""
     model = make_model(tmp_path / "cnn.safetensors", "cnn", chip=16)
-    a = make_raster(tmp_path / "a.tif", smooth_image(3, 900, 300, seed=1))
+    a = make_raster(tmp_path / "a.tif", smooth_image(3, 2000, 600, seed=1))
     b = make_raster(tmp_path / "b.tif", smooth_image(3, 900, 300, seed=2))
-    out = tmp_path / "map.tif"
+    lock = tmp_path / ".p.tif.lock"
     script = textwrap.dedent(
-        f"""
-        import sys
+        """
+        import pathlib, sys, time
+        import geoclass.engine.predict  # torch and the model code load before the wait, not after
         from geoclass.cli.app import main
-        main(["predict", sys.argv[1], "-o", {str(out)!r}, "-m", {str(model)!r}, "--overwrite", "-j", "0"])
+        scene, out, wait_for = sys.argv[1:4]
+        while wait_for != "-" and not pathlib.Path(wait_for).exists():
+            time.sleep(0.01)
+        main(["predict", scene, "-o", out, "--probabilities", "p.tif", "-m", "cnn.safetensors", "-j", "0"])
         """
     )
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "300", "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(s)], stderr=subprocess.PIPE, text=True, env=env,
-                              cwd=tmp_path) for s in (a, b)]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
-    ok = [i for i, (code, _) in enumerate(results) if code == 0]
-    for code, err in results:
-        assert "Traceback" not in err, err
-        if code != 0:
-            assert code == 1 and "another geoclass run" in err.strip().splitlines()[-1], err
-    assert ok, results
-    # The published map is wholly the map of a run that succeeded (both may have, one after the other).
-    with rasterio.open(out) as got:
-        published = got.read()
-    matches = []
-    for i in ok:
-        alone = tmp_path / f"alone{i}.tif"
-        predict(PredictConfig(scenes=[a, b][i], output=alone, model=model, workers=0))
-        with rasterio.open(alone) as want:
-            matches.append(np.array_equal(published, want.read()))
-    assert any(matches)
+
+    def start(scene: Path, out: str, wait_for: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", script, str(scene), out, wait_for], stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=tmp_path)
+
+    second = start(b, "mapB.tif", str(lock))  # imports, then waits until the first run holds p.tif
+    first = start(a, "mapA.tif", "-")
+    code_b, err_b = second.wait(timeout=300), second.stderr.read()  # type: ignore[union-attr]
+    code_a, err_a = first.wait(timeout=300), first.stderr.read()  # type: ignore[union-attr]
+    assert code_a == 0, err_a
+    assert code_b == 1 and "p.tif: another geoclass run (process" in _one_error(err_b)
+    assert not (tmp_path / "mapB.tif").exists() and not lock.exists()
+    predict(PredictConfig(scenes=a, output=tmp_path / "alone.tif", model=model, probabilities=tmp_path / "alone_p.tif",
+                          workers=0))
+    for got, want in (("mapA.tif", "alone.tif"), ("p.tif", "alone_p.tif")):
+        with rasterio.open(tmp_path / got) as g, rasterio.open(tmp_path / want) as w:
+            assert np.array_equal(g.read(), w.read()), got
+
+
+def test_every_raster_output_is_locked(scene: Path, cnn: Path, tmp_path: Path) -> None:
+    for kind, kwargs in (("probabilities", {"probabilities": tmp_path / "p.tif"}), ("confidence", {"confidence": True})):
+        busy = tmp_path / ("p.tif" if kind == "probabilities" else "m.confidence.tif")
+        with OutputLock(busy), pytest.raises(OutputBusyError, match=busy.name):
+            predict(PredictConfig(scenes=scene, output=tmp_path / "m.tif", model=cnn, **kwargs))  # type: ignore[arg-type]
+        assert not (tmp_path / "m.tif").exists()
 
 
 # --- odd scenes ---------------------------------------------------------------------------------
@@ -229,8 +283,32 @@ def test_scene_smaller_than_a_window_warns_with_the_real_pixels(cnn: Path, tmp_p
     events: list[ProgressEvent] = []
     predict(PredictConfig(scenes=small, output=tmp_path / "m.tif", model=cnn), events.append)
     warnings = [e.message for e in events if e.level == "warning"]
-    assert any("5x10 px is smaller than the model's 16x16 px window" in w and "80% padding (50 real pixels)" in w
+    assert any("5x10 px is smaller than the model's 16x16 px window" in w and "80% padding (50 real pixels each)" in w
                for w in warnings), warnings
+
+
+def test_a_crs_without_a_geotransform_is_not_written_with_a_made_up_one(cnn: Path, tmp_path: Path) -> None:
+    path = tmp_path / "crs_only.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=40, height=40, count=3, dtype="uint8",
+                       crs="EPSG:32633") as ds:
+        ds.write(smooth_image(3, 40, 40))
+    events: list[ProgressEvent] = []
+    predict(PredictConfig(scenes=path, output=tmp_path / "m.tif", model=cnn), events.append)
+    assert any("has no CRS" in e.message for e in events if e.level == "warning")
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert ds.crs is None
+
+
+def test_write_errors_are_not_all_called_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import geoclass.io.outputs as outputs
+
+    monkeypatch.setattr(outputs, "free_bytes", lambda path: 1000)  # a nearly full disk
+    denied = outputs.write_error(PermissionError(errno.EACCES, "Permission denied"), tmp_path / "m.tif")
+    assert not isinstance(denied, DiskFullError) and "Permission denied" in str(denied)
+    from rasterio.errors import RasterioIOError
+
+    gdal = outputs.write_error(RasterioIOError("Write error at scanline 256"), tmp_path / "m.tif", 5_000_000)
+    assert isinstance(gdal, DiskFullError) and "1.0 KB free" in str(gdal) and "5.0 MB" in str(gdal)
 
 
 def _gcp_scene(path: Path) -> Path:

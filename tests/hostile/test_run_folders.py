@@ -108,7 +108,23 @@ def test_run_folder_files_follow_the_umask(run_dir: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     expected = 0o666 & ~umask
+    if expected == 0o600:
+        pytest.skip("under umask 077 the umask's mode and safetensors' own 0600 cannot be told apart")
     for name in ("model.safetensors", "best.safetensors", "last.safetensors", "checkpoints/epoch-001.safetensors",
                  LAST_CKPT, "config.json"):
         mode = stat.S_IMODE((run_dir / name).stat().st_mode)
         assert mode == expected, f"{name}: {oct(mode)} != {oct(expected)}"
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_simply_start_again(tmp_path: Path) -> None:
+    data = make_class_folders(tmp_path / "data", per_class=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # what a run that failed while building its model leaves
+    config = TrainConfig(data=str(data), model="cnn", out_dir=str(run), epochs=1, batch_size=8, workers=0,
+                         val_fraction=0.34, warmup_epochs=0.0, cache=False)
+    assert train(config).epochs_run == 1
+    from geoclass.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError, match="--resume"):  # a run with a checkpoint is kept
+        train(config)
