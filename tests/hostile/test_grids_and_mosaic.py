@@ -274,6 +274,8 @@ def test_a_real_full_disk(tmp_path: Path) -> None:
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {out}: the disk is full"), res.stderr
     assert "free" in errors[0] and "Traceback" not in res.stderr
+    # nothing but geoclass's own lines: no "_tiffWriteProc: No space left on device." from libtiff
+    assert all(line.startswith(("warning:", "error:")) for line in res.stderr.splitlines()), res.stderr
     assert res.stdout.strip() == ""  # nothing left on the full disk: no temporary file, no lock
 
 
