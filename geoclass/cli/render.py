@@ -55,7 +55,6 @@ __all__ = [
     "ProgressRenderer",
     "cli_state",
     "describe_io_error",
-    "fail",
     "make_console",
     "make_progress_callback",
     "not_implemented",
@@ -186,14 +185,9 @@ class CliError(GeoclassError):
         self.exit_code = exit_code
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Stop the command: ``error: <message>`` on stderr and exit with ``code``."""
-    raise CliError(message, code)
-
-
 def not_implemented(command: str) -> NoReturn:
     """Stop with ``error: geoclass <command> is not implemented yet`` and exit code 2."""
-    fail(f"geoclass {command} is not implemented yet", 2)
+    raise CliError(f"geoclass {command} is not implemented yet", 2)
 
 
 # --- JSON -------------------------------------------------------------------------------------

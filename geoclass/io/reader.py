@@ -691,11 +691,7 @@ class Scene:
         """Affine transform of a window on this scene's grid."""
         return window_transform(self.transform, window)
 
-    def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
-        """``(left, bottom, right, top)`` of a window on this scene's grid."""
-        return window_bounds(self.transform, window)
-
-    # -- statistics and output ----------------------------------------------------------------
+    # -- statistics ---------------------------------------------------------------------------
 
     def statistics(
         self,
@@ -748,27 +744,6 @@ class Scene:
                 "windows read for statistics"
             )
         return acc.result()
-
-    def profile(self) -> dict[str, Any]:
-        """A rasterio profile for a compressed, tiled GeoTIFF output on this scene's grid.
-
-        ``count`` and ``dtype`` default to the scene's; override them as needed. ``nodata`` is
-        left out on purpose: the scene's (often 0) is rarely right for a class map; set your own.
-        """
-        profile: dict[str, Any] = {
-            "driver": "GTiff",
-            "crs": self.crs,
-            "transform": self.transform,
-            "width": self.width,
-            "height": self.height,
-            "count": self.count,
-            "dtype": self.dtype,
-            "compress": "deflate",
-            "BIGTIFF": "IF_SAFER",
-        }
-        if self.width >= 256 and self.height >= 256:
-            profile.update(tiled=True, blockxsize=256, blockysize=256)
-        return profile
 
 
 def _normalise_paths(paths: PathLike | Sequence[PathLike]) -> list[str]:

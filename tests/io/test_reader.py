@@ -190,22 +190,6 @@ def test_window_geometry_helpers(rgb: tuple[Path, np.ndarray]) -> None:
     win = Window(10, 20, 30, 40)
     t = scene.window_transform(win)
     assert t @ (0, 0) == scene.transform @ (10, 20)
-    left, bottom, right, top = scene.window_bounds(win)
-    assert (right - left, top - bottom) == (300.0, 400.0)
-
-
-def test_profile_writes_a_matching_output(rgb: tuple[Path, np.ndarray], tmp_path: Path) -> None:
-    scene = open_scene(rgb[0])
-    prof = scene.profile()
-    assert "nodata" not in prof
-    prof.update(count=1, dtype="uint8", nodata=255)
-    out = tmp_path / "out.tif"
-    with rasterio.open(out, "w", **prof) as dst:
-        for gw in scene.windows(64):
-            dst.write(scene.read(gw.core)[:1], window=gw.core)
-    with rasterio.open(out) as ds:
-        assert (ds.width, ds.height, ds.crs, ds.transform) == (257, 131, scene.crs, scene.transform)
-        np.testing.assert_array_equal(ds.read(1), rgb[1][0])
 
 
 def _write_vrt(path: Path, src: Path, width: int, height: int, copies: int) -> None:
