@@ -1,14 +1,19 @@
-"""Streaming per-band statistics, computed window by window in bounded memory."""
+"""Per-band statistics of valid pixels, merged window by window (or chip by chip) in bounded memory.
+
+The one implementation of band statistics: ``Scene.statistics`` streams windows into a
+``StatsAccumulator``; ``geoclass tile`` merges one ``BandMoments`` per chip.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BandStatistics", "StatsAccumulator"]
+__all__ = ["BandMoments", "BandStatistics", "StatsAccumulator", "hist_offset"]
 
 # Integer types up to 16 bits get an exact histogram; anything else a bounded random sample.
 _MAX_HIST_BITS = 16
@@ -66,11 +71,124 @@ def _pkey(p: float) -> str:
     return repr(float(p))
 
 
-class StatsAccumulator:
-    """Merges per-window band values into running statistics.
+def hist_offset(dtype: str | np.dtype) -> int | None:
+    """Value of histogram bin 0 for integer types of up to 16 bits; None (no histogram) otherwise."""
+    dt = np.dtype(dtype)
+    if dt.kind in "ui" and dt.itemsize * 8 <= _MAX_HIST_BITS:
+        return int(np.iinfo(dt).min)
+    return None
 
-    Mean and variance use Chan's parallel update in float64; percentiles are exact for integer
-    types of up to 16 bits (a full histogram) and come from a bounded random sample otherwise.
+
+def _hist_percentile(hist: np.ndarray, n: int, p: float) -> float:
+    """``np.percentile(values, p)`` (linear) from a histogram of ``n`` integer values (bin 0 = 0)."""
+    cum = np.cumsum(hist)
+    pos = p / 100.0 * (n - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    v_lo = int(np.searchsorted(cum, lo, side="right"))
+    v_hi = int(np.searchsorted(cum, hi, side="right"))
+    return float(v_lo + (pos - lo) * (v_hi - v_lo))
+
+
+@dataclass
+class BandMoments:
+    """Mergeable per-band statistics of valid pixels.
+
+    Integer types of up to 16 bits keep an exact histogram per band (cheap per window, and mean,
+    std, min, max and percentiles all follow from it exactly); other types keep count, mean, M2
+    (Chan's parallel update), min and max.
+
+    Attributes:
+        count: Number of bands.
+        hist_offset: Value of histogram bin 0 (``hist_offset(dtype)``); None keeps no histogram.
+        n: Number of pixels merged so far.
+    """
+
+    count: int
+    hist_offset: int | None
+    n: int = 0
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+    hist: list[np.ndarray] | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, hist_offset: int | None) -> BandMoments:
+        """Statistics of ``(count, n)`` values (the valid pixels of one window or chip)."""
+        m = cls(values.shape[0], hist_offset, values.shape[1])
+        if hist_offset is not None:
+            shifted = values if hist_offset == 0 else values.astype(np.int32) - hist_offset
+            m.hist = [np.bincount(shifted[b].ravel()) for b in range(values.shape[0])]
+            return m
+        v = values.astype(np.float64, copy=False)
+        m.mean = v.mean(axis=1)
+        m.m2 = ((v - m.mean[:, None]) ** 2).sum(axis=1)
+        m.lo, m.hi = v.min(axis=1), v.max(axis=1)
+        return m
+
+    def merge(self, other: BandMoments) -> None:
+        """Add ``other``'s pixels to these statistics."""
+        if other.n == 0:
+            return
+        if other.hist is not None:
+            if self.hist is None:
+                self.hist = [np.zeros(256 if h.size <= 256 else 65536, np.int64) for h in other.hist]
+            for b, h in enumerate(other.hist):
+                if h.size > self.hist[b].size:
+                    grown = np.zeros(65536, np.int64)
+                    grown[: self.hist[b].size] = self.hist[b]
+                    self.hist[b] = grown
+                self.hist[b][: h.size] += h
+        elif self.n == 0:
+            assert other.mean is not None and other.m2 is not None
+            self.mean, self.m2 = other.mean.copy(), other.m2.copy()
+            self.lo, self.hi = other.lo, other.hi
+        else:
+            assert self.mean is not None and self.m2 is not None and self.lo is not None
+            assert other.mean is not None and other.m2 is not None and other.lo is not None
+            assert self.hi is not None and other.hi is not None
+            total = self.n + other.n
+            delta = other.mean - self.mean
+            self.mean = self.mean + delta * (other.n / total)
+            self.m2 = self.m2 + other.m2 + delta**2 * (self.n * other.n / total)
+            self.lo, self.hi = np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi)
+        self.n += other.n
+
+    def result(self, percentiles: Sequence[float] = (2.0, 98.0)) -> BandStatistics | None:
+        """The statistics so far (percentiles only with a histogram); None without any pixel."""
+        if self.n == 0:
+            return None
+        if self.hist is not None:
+            off = self.hist_offset or 0
+            mean, std, lo, hi = [], [], [], []
+            for h in self.hist:
+                vals = np.arange(h.size, dtype=np.float64) + off
+                mu = float((h * vals).sum() / self.n)
+                mean.append(mu)
+                std.append(float(np.sqrt(max((h * (vals - mu) ** 2).sum() / self.n, 0.0))))
+                nz = np.flatnonzero(h)
+                lo.append(float(nz[0] + off))
+                hi.append(float(nz[-1] + off))
+            pct = {float(p): [_hist_percentile(h, self.n, p) + off for h in self.hist] for p in percentiles}
+            return BandStatistics(mean=mean, std=std, min=lo, max=hi, percentiles=pct,
+                                  pixel_count=int(self.n))
+        assert self.mean is not None and self.m2 is not None
+        assert self.lo is not None and self.hi is not None
+        return BandStatistics(
+            mean=[float(v) for v in self.mean],
+            std=[float(v) for v in np.sqrt(np.maximum(self.m2 / self.n, 0.0))],
+            min=[float(v) for v in self.lo],
+            max=[float(v) for v in self.hi],
+            pixel_count=int(self.n),
+        )
+
+
+class StatsAccumulator:
+    """Merges per-window band values into running statistics (``BandMoments``).
+
+    Percentiles are exact for integer types of up to 16 bits (a full histogram) and come from a
+    bounded random sample otherwise.
     """
 
     def __init__(
@@ -88,42 +206,24 @@ class StatsAccumulator:
         for p in self.percentiles:
             if not 0.0 <= p <= 100.0:
                 raise ValueError(f"percentile {p} is outside 0-100")
-        self.n = 0
-        self.mean = np.zeros(count, np.float64)
-        self.m2 = np.zeros(count, np.float64)
-        self.min = np.full(count, np.inf)
-        self.max = np.full(count, -np.inf)
-        self._hist: np.ndarray | None = None
-        self._hist_offset = 0
-        if self.dtype.kind in "ui" and self.dtype.itemsize * 8 <= _MAX_HIST_BITS:
-            info = np.iinfo(self.dtype)
-            self._hist_offset = int(info.min)
-            self._hist = np.zeros((count, int(info.max) - int(info.min) + 1), np.int64)
+        self._moments = BandMoments(count, hist_offset(self.dtype))
         self._samples: list[list[np.ndarray]] = [[] for _ in range(count)]
         self._sampled = 0
         self._per_window = max(256, _SAMPLE_CAP // max(1, expected_windows))
         self._rng = np.random.default_rng(seed)
+
+    @property
+    def n(self) -> int:
+        """Number of valid pixels added so far."""
+        return self._moments.n
 
     def update(self, values: np.ndarray) -> None:
         """Add one window's valid pixels, shaped ``(count, n)``."""
         k = values.shape[1]
         if k == 0:
             return
-        v64 = values.astype(np.float64, copy=False)
-        w_mean = v64.mean(axis=1)
-        w_m2 = ((v64 - w_mean[:, None]) ** 2).sum(axis=1)
-        total = self.n + k
-        delta = w_mean - self.mean
-        self.mean = self.mean + delta * (k / total)
-        self.m2 = self.m2 + w_m2 + delta**2 * (self.n * k / total)
-        self.n = total
-        self.min = np.minimum(self.min, v64.min(axis=1))
-        self.max = np.maximum(self.max, v64.max(axis=1))
-        if self._hist is not None:
-            for b in range(self.count):
-                idx = values[b].astype(np.int64) - self._hist_offset
-                self._hist[b] += np.bincount(idx, minlength=self._hist.shape[1])
-        elif self.percentiles:
+        self._moments.merge(BandMoments.of(values, self._moments.hist_offset))
+        if self._moments.hist_offset is None and self.percentiles:
             take = values
             if k > self._per_window:
                 take = values[:, self._rng.choice(k, self._per_window, replace=False)]
@@ -139,34 +239,14 @@ class StatsAccumulator:
             self._samples[b] = [np.concatenate(self._samples[b])[keep]]
         self._sampled = _SAMPLE_CAP
 
-    def _percentile_from_hist(self, hist: np.ndarray, p: float) -> float:
-        # Same as np.percentile(..., method="linear") over the expanded values.
-        cum = np.cumsum(hist)
-        pos = p / 100.0 * (self.n - 1)
-        lo = int(np.floor(pos))
-        hi = min(lo + 1, self.n - 1)
-        v_lo = int(np.searchsorted(cum, lo, side="right")) + self._hist_offset
-        v_hi = int(np.searchsorted(cum, hi, side="right")) + self._hist_offset
-        return float(v_lo + (pos - lo) * (v_hi - v_lo))
-
     def result(self) -> BandStatistics:
         """The statistics so far; raises ``ValueError`` when no pixel was added."""
-        if self.n == 0:
+        stats = self._moments.result(self.percentiles)
+        if stats is None:
             raise ValueError("no valid pixels")
-        pct: dict[float, list[float]] = {}
-        for p in self.percentiles:
-            if self._hist is not None:
-                pct[p] = [self._percentile_from_hist(self._hist[b], p) for b in range(self.count)]
-            else:
-                pct[p] = [
-                    float(np.percentile(np.concatenate(self._samples[b]), p))
-                    for b in range(self.count)
-                ]
-        return BandStatistics(
-            mean=[float(v) for v in self.mean],
-            std=[float(v) for v in np.sqrt(np.maximum(self.m2 / self.n, 0.0))],
-            min=[float(v) for v in self.min],
-            max=[float(v) for v in self.max],
-            percentiles=pct,
-            pixel_count=int(self.n),
-        )
+        if self._moments.hist_offset is None and self.percentiles:
+            stats.percentiles = {
+                p: [float(np.percentile(np.concatenate(self._samples[b]), p)) for b in range(self.count)]
+                for p in self.percentiles
+            }
+        return stats
