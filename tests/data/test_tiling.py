@@ -21,9 +21,10 @@ from rasterio.windows import Window
 from typer.testing import CliRunner
 
 from geoclass.cli.app import app
-from geoclass.data import tiling
 from geoclass.data.samples import load_samples
 from geoclass.data.tiling import TileConfig, TileResult, block_split, tile
+from geoclass.data.tiling.chip_writer import ChipWriter
+from geoclass.data.tiling.worker import Worker
 from geoclass.errors import ConfigError, Interrupted, LabelError, OutputExistsError
 from geoclass.io.labels import UNLABELLED
 from geoclass.io.reader import Scene, open_scene
@@ -325,7 +326,7 @@ def test_resume_after_an_interruption(tmp_path: Path, monkeypatch: pytest.Monkey
     path = make_raster(tmp_path / "s.tif", scene_array(64, 64, 3))
     kw = {"scenes": path, "labels": quad_labels, "size": 8, "min_labelled": 0.5}
     reference = run(tmp_path, "ref", **kw)
-    original = tiling._Worker.__call__
+    original = Worker.__call__
     calls = {"n": 0}
 
     def flaky(self: Any, window: Window) -> Any:
@@ -334,10 +335,10 @@ def test_resume_after_an_interruption(tmp_path: Path, monkeypatch: pytest.Monkey
             raise KeyboardInterrupt
         return original(self, window)
 
-    monkeypatch.setattr(tiling._Worker, "__call__", flaky)
+    monkeypatch.setattr(Worker, "__call__", flaky)
     with pytest.raises(Interrupted, match="--resume"):
         run(tmp_path, **kw)
-    monkeypatch.setattr(tiling._Worker, "__call__", original)
+    monkeypatch.setattr(Worker, "__call__", original)
     out = tmp_path / "out"
     partial = sorted(out.glob("chips/*/*.tif"))
     assert partial and not (out / "chips.csv").exists()
@@ -477,8 +478,8 @@ def test_progress_reports_one_task(tmp_path: Path, scene_path: Path) -> None:
 )
 def test_fast_chip_writer_matches_gdal(tmp_path: Path, dtype: str, nodata: float | None, count: int) -> None:
     t = Affine(8.98e-05, 0.0, -76.7, 0.0, -7.39e-05, 34.73)
-    writer = tiling._ChipWriter(size=32, count=count, dtype=dtype, crs=rasterio.crs.CRS.from_epsg(4326),
-                                transform=t, nodata=nodata, descriptions=[f"b{i}" for i in range(count)])
+    writer = ChipWriter(size=32, count=count, dtype=dtype, crs=rasterio.crs.CRS.from_epsg(4326),
+                        transform=t, nodata=nodata, descriptions=[f"b{i}" for i in range(count)])
     assert writer.fast is not None
     data = (np.arange(count * 32 * 32) % 200).reshape(count, 32, 32).astype(dtype)
     ct = rasterio.windows.transform(Window(96, 64, 32, 32), t)
@@ -491,8 +492,8 @@ def test_fast_chip_writer_matches_gdal(tmp_path: Path, dtype: str, nodata: float
 
 def test_rotated_grids_fall_back_to_gdal(tmp_path: Path) -> None:
     t = Affine(10.0, 1.0, 300000.0, 1.0, -10.0, 5800000.0)
-    writer = tiling._ChipWriter(size=16, count=1, dtype="uint8", crs=rasterio.crs.CRS.from_epsg(32633),
-                                transform=t, nodata=None)
+    writer = ChipWriter(size=16, count=1, dtype="uint8", crs=rasterio.crs.CRS.from_epsg(32633),
+                        transform=t, nodata=None)
     assert writer.fast is None
     writer.write(tmp_path / "r.tif", np.ones((1, 16, 16), np.uint8), t)
     with rasterio.open(tmp_path / "r.tif") as chip:
