@@ -248,6 +248,38 @@ def test_stacked_input_and_band_selection(tmp_path: Path) -> None:
         assert ds.count == 1 and ds.read(1)[0, 0] == 20 and ds.read(1)[0, 30] == 9
 
 
+def test_each_input_file_is_described_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geoclass.engine.mosaic.inputs as inputs_module
+
+    t = Affine(30, 0, 600000, 0, -30, 4000000)
+    stack = [
+        make_raster(tmp_path / f"B{i}.tif", np.full((20, 20), i, np.uint16), crs=UTM, transform=t)
+        for i in (2, 3)
+    ]
+    other = make_raster(
+        tmp_path / "o.tif",
+        np.ones((2, 20, 20), np.uint16),
+        crs=UTM,
+        transform=t * Affine.translation(20, 0),
+    )
+    described: list[Path] = []
+    real = inputs_module.describe_file
+
+    def counting(path: Path) -> inputs_module.FileInfo:
+        described.append(path)
+        return real(path)
+
+    monkeypatch.setattr(inputs_module, "describe_file", counting)
+    for name in ("m.vrt", "m.tif"):
+        described.clear()
+        result = mosaic(MosaicConfig([stack, other], tmp_path / name))
+        assert sorted(described) == sorted([*stack, other]), name
+        with rasterio.open(result.output) as ds:
+            assert list(ds.read()[:, 0, 0]) == [2, 3] and list(ds.read()[:, 0, 20]) == [1, 1]
+
+
 def test_vrt_is_readable_and_matches_the_geotiff(tmp_path: Path, maps: tuple[Path, Path]) -> None:
     t2 = A_TRANSFORM * Affine.translation(30, 20)
     a = class_map(tmp_path / "va.tif", np.ones((50, 60)), crs=UTM, transform=A_TRANSFORM)
