@@ -2,6 +2,10 @@
 
     python bench/mosaic_bench.py [--repeat N]
 
+Also times ``rasterio.merge.merge`` where it applies (one file per input, one CRS, ``first``):
+row 77's three band files are first copied into one file, and ``mosaic`` of the same two files
+is timed beside it (the pixels are compared too).
+
 Reads ../shared/data (or $GEOCLASS_SHARED_DATA); exits 0 with a note when it is absent.
 """
 
@@ -14,6 +18,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.merge import merge
 
 from geoclass.engine.mosaic import MosaicConfig, mosaic
 from geoclass.io.reader import open_scene
@@ -48,6 +56,22 @@ def read_all() -> int:
     return n
 
 
+def one_file(paths: list[Path], out: Path) -> Path:
+    """The band files of a stack copied into one tiled GeoTIFF (``merge`` takes no stacks)."""
+    with rasterio.open(paths[0]) as ds:
+        profile = {**ds.profile, "count": len(paths), "tiled": True, "compress": "deflate"}
+    with rasterio.open(out, "w", **profile) as dst:
+        for i, p in enumerate(paths, 1):
+            with rasterio.open(p) as ds:
+                dst.write(ds.read(1), i)
+    return out
+
+
+def same_pixels(a: Path, b: Path) -> bool:
+    with rasterio.open(a) as da, rasterio.open(b) as db:
+        return da.shape == db.shape and bool(np.array_equal(da.read(), db.read()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -75,6 +99,22 @@ def main() -> None:
         for name, config in cases.items():
             t = best_of(args.repeat, lambda c=config: mosaic(c))
             print(f"{name:<26} {t:7.2f} s   {t / t_read:5.2f}x")
+        # rasterio.merge where it applies: one file per input, one CRS, first valid wins.
+        pair = [one_file(ROW77, out / "row77.tif"), ROW78]
+        tiff = {"tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+                "predictor": 2, "BIGTIFF": "IF_SAFER"}  # fmt: skip
+        ours = MosaicConfig(pair, out / "ours.tif", nodata=0, overwrite=True)
+        t_ours = best_of(args.repeat, lambda: mosaic(ours))
+        t_merge = best_of(
+            args.repeat,
+            lambda: merge(pair, nodata=0, dst_path=out / "merge.tif", dst_kwds=tiff),
+        )
+        same = "same pixels" if same_pixels(out / "ours.tif", out / "merge.tif") else "DIFFERENT"
+        print(f"{'mosaic, one file each':<26} {t_ours:7.2f} s   {t_ours / t_read:5.2f}x")
+        print(
+            f"{'rasterio.merge, same':<26} {t_merge:7.2f} s   {t_merge / t_read:5.2f}x   "
+            f"merge/mosaic {t_merge / t_ours:.2f} ({same})"
+        )
     sys.stdout.flush()
 
 
