@@ -171,12 +171,12 @@ def test_tile_refuses_an_output_folder_holding_the_scene(tmp_path: Path) -> None
 def test_disk_full_in_the_sidecar_writer_is_one_line(
     scene: Path, cnn: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import geoclass.engine.predict as engine
+    import geoclass.engine.predict.resume as resume
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(engine, "_write_sidecar", full)
+    monkeypatch.setattr(resume, "write_sidecar", full)
     out = tmp_path / "map.tif"
     with pytest.raises(DiskFullError, match=r"map.tif: the disk is full \(.* free in .*needs up to"):
         predict(PredictConfig(scenes=scene, output=out, model=cnn, probabilities=tmp_path / "p.tif", workers=0))

@@ -1,0 +1,419 @@
+"""``predict``: a scene in, a class map (and optional extras) out, on the scene's own grid.
+
+Ties the rooms of the package together: the inputs are checked, a strategy is chosen for the
+model, the plan of windows is made (continuing an interrupted run where it stopped), and the
+stages read, infer, blend and write; then the outputs are published.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geoclass.engine.device import Precision, select_device, select_precision
+from geoclass.engine.predict import outputs as out
+from geoclass.engine.predict.blend import make_blender
+from geoclass.engine.predict.inputs import (
+    check_bands,
+    load_model,
+    model_path,
+    scene_paths,
+    warn_about_scene,
+)
+from geoclass.engine.predict.plan import Plan, load_chunk
+from geoclass.engine.predict.resume import fingerprint, resume_state
+from geoclass.engine.predict.stages import run_pipeline
+from geoclass.engine.predict.strategies import Strategy, StrategyOptions, select_strategy
+from geoclass.errors import ConfigError, Interrupted, RasterOpenError
+from geoclass.io.outputs import OutputLock
+from geoclass.io.raster_writer import NODATA
+from geoclass.io.reader import Scene, open_scene
+from geoclass.models.model_file import ModelMeta
+from geoclass.progress import ProgressCallback, Reporter
+
+__all__ = ["PredictConfig", "PredictResult", "predict"]
+
+
+@dataclass
+class PredictConfig:
+    """Everything that defines a prediction run.
+
+    Attributes:
+        scenes: One raster, or single-band rasters stacked in order.
+        output: The class map to write (``.tif``).
+        model: Model file (or a training run folder); None uses the shipped default model.
+        bands: 1-based bands of the (stacked) scene in model order; None takes all bands when
+            their number matches the model.
+        nodata: Treat this value as nodata in every band (overrides what the files declare).
+        stride: Step between windows in pixels (exclusive with ``overlap``).
+        overlap: Fraction of a window shared with its neighbour, in [0, 1); default 0.5 for
+            classifiers, 0.25 for segmenters.
+        window: Window side for segmenters (default: the model's chip size). Classifiers always
+            use their chip size.
+        batch_size: Windows per model call.
+        workers: Reader threads (0 reads in the calling thread); default from the CPU count.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: Mixed precision: ``auto``, ``on`` or ``off`` (see ``select_precision``).
+        tta: Average the predictions for the window, its two flips and its 90 degree rotation.
+        strategy: How the model is run over the scene: ``auto`` (``dense`` where the model
+            supports it, else ``windows``), ``windows`` (one forward pass per window; any
+            model), ``dense`` (a chip classifier run fully convolutionally) or ``pixel``
+            (per-pixel models; none can be trained yet).
+        output_stride: Pixels between output cells of the ``dense`` strategy (only with dense).
+        probabilities: Also write per-class probabilities here (uint8, ``value / 250``).
+        confidence: Also write the winning probability in percent to ``MAP.confidence.tif``.
+        vector: Also write polygons here (``.gpkg``, ``.geojson`` or ``.shp``).
+        min_area: Drop polygons smaller than this (CRS units squared; only with ``vector``).
+        simplify: Polygon simplification tolerance in CRS units (only with ``vector``).
+        preview: Also write a PNG quick-look with a legend here.
+        cog: Write the rasters as Cloud-Optimized GeoTIFFs with overviews.
+        resume: Continue an interrupted run from its partial files; the scene, model and
+            options (batch size, device and precision included) must be the same.
+        overwrite: Replace existing outputs.
+    """
+
+    scenes: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+    output: str | os.PathLike[str]
+    model: str | os.PathLike[str] | None = None
+    bands: Sequence[int] | None = None
+    nodata: float | None = None
+    stride: int | None = None
+    overlap: float | None = None
+    window: int | None = None
+    batch_size: int = 64
+    workers: int | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    tta: bool = False
+    strategy: str = "auto"
+    output_stride: int | None = None
+    probabilities: str | os.PathLike[str] | None = None
+    confidence: bool = False
+    vector: str | os.PathLike[str] | None = None
+    min_area: float | None = None
+    simplify: float | None = None
+    preview: str | os.PathLike[str] | None = None
+    cog: bool = False
+    resume: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class PredictResult:
+    """What a prediction run produced.
+
+    Attributes:
+        output: The class map.
+        probabilities: The probabilities raster, if written.
+        confidence: The confidence raster, if written.
+        vector: The polygon file, if written.
+        preview: The PNG preview, if written.
+        width: Map width in pixels (the scene's).
+        height: Map height in pixels.
+        crs: The map's CRS as a string, or None.
+        model: The model file used.
+        task: ``classify`` or ``segment``.
+        classes: Class names; index = class id in the map.
+        class_pixels: Pixels per class.
+        valid_pixels: Pixels with a class.
+        nodata_pixels: Pixels set to nodata (255).
+        window: Window side in pixels.
+        stride: Step between windows.
+        strategy: How the model was run: ``windows`` or ``dense``.
+        windows: Windows in the grid (of the part processed by this run).
+        windows_skipped: Windows skipped because they held no valid pixel.
+        device: Device the model ran on.
+        precision: ``fp32``, ``bfloat16`` or ``float16``.
+        resumed_from_row: First row computed by this run (0 unless resumed).
+        seconds: Wall time.
+        megapixels_per_second: Scene pixels processed per second by this run.
+        vector_result: What the polygonizer returned, if ``vector`` was asked for.
+    """
+
+    output: Path
+    probabilities: Path | None
+    confidence: Path | None
+    vector: Path | None
+    preview: Path | None
+    width: int
+    height: int
+    crs: str | None
+    model: Path
+    task: str
+    classes: list[str]
+    class_pixels: dict[str, int]
+    valid_pixels: int
+    nodata_pixels: int
+    window: int
+    stride: int
+    strategy: str
+    windows: int
+    windows_skipped: int
+    device: str
+    precision: str
+    resumed_from_row: int
+    seconds: float
+    megapixels_per_second: float
+    vector_result: Any | None = None
+
+
+def predict(config: PredictConfig, progress: ProgressCallback | None = None) -> PredictResult:
+    """Classify a scene into a class map on the scene's own grid.
+
+    Args:
+        config: What to predict and where to write it.
+        progress: Optional progress callback (task ``predict``: one step per window).
+
+    Returns:
+        A ``PredictResult``.
+
+    Raises:
+        InputNotFoundError, RasterOpenError: A scene or the model cannot be read; or every pixel
+            of the scene is nodata.
+        BandError: The scene's bands do not match what the model expects.
+        ModelError: The model file is unusable.
+        ConfigError: Contradictory or out-of-range options, a strategy the model cannot run, or
+            ``resume`` with a partial run made with different settings.
+        OutputExistsError: An output exists and neither ``overwrite`` nor ``resume`` was given.
+        OutputError: An output folder is not writable.
+        Interrupted: Ctrl-C after some rows were finished; rerun with ``resume`` to continue.
+    """
+    t_start = time.perf_counter()
+    _check_options(config)
+    output = Path(config.output)
+    if output.suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"{output}: the class map is a GeoTIFF; give it a .tif name")
+    paths = scene_paths(config.scenes)
+    bands = list(config.bands) if config.bands is not None else None
+    scene = open_scene(paths, bands=bands, nodata=config.nodata, keep_gcps=True)
+    try:
+        model_file = model_path(config.model)
+        device = select_device(config.device)
+        precision = select_precision(device, config.amp)
+        model, meta = load_model(model_file, device)
+        options = StrategyOptions(device, precision, config.tta, config.output_stride)
+        strategy = select_strategy(config.strategy, model, meta, options, str(model_file))
+        size, stride = strategy.grid(
+            window=config.window, stride=config.stride, overlap=config.overlap
+        )
+        check_bands(scene, paths, config.bands, meta)
+        outputs = out.OutputPaths.build(
+            output,
+            probabilities=config.probabilities,
+            confidence=config.confidence,
+            vector=config.vector,
+            preview=config.preview,
+        )
+        out.check_outputs(
+            outputs, scene, paths, model_file, overwrite=config.overwrite, resume=config.resume
+        )
+        job = _Job(
+            config=config,
+            reporter=Reporter(progress),
+            progress=progress,
+            scene_paths=paths,
+            model_file=model_file,
+            scene=scene,
+            meta=meta,
+            strategy=strategy,
+            size=size,
+            stride=stride,
+            precision=precision,
+            t_start=t_start,
+            outputs=outputs,
+        )
+        # One run per raster output: partial files have fixed names, so a second run writing the
+        # same map (or probabilities, confidence) would splice its rows into this one's.
+        with ExitStack() as locks:
+            for path in job.outputs.rasters:
+                locks.enter_context(OutputLock(path))
+            return _run(job)
+    finally:
+        scene.close()
+
+
+def _check_options(config: PredictConfig) -> None:
+    if config.resume and config.overwrite:
+        raise ConfigError("give either resume or overwrite, not both")
+    if config.batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {config.batch_size}")
+    if config.workers is not None and config.workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {config.workers}")
+    if config.output_stride is not None and config.output_stride < 1:
+        raise ConfigError(f"output stride must be >= 1, got {config.output_stride}")
+    if config.vector is None and (config.min_area is not None or config.simplify is not None):
+        raise ConfigError("min_area and simplify only apply with vector")
+
+
+@dataclass
+class _Job:
+    """A checked run: its inputs, model, strategy, window grid and outputs."""
+
+    config: PredictConfig
+    reporter: Reporter
+    progress: ProgressCallback | None
+    scene_paths: list[str]
+    model_file: Path
+    scene: Scene
+    meta: ModelMeta
+    strategy: Strategy
+    size: int
+    stride: int
+    precision: Precision
+    t_start: float
+    outputs: out.OutputPaths
+
+    @property
+    def device(self) -> torch.device:
+        return self.precision.device
+
+
+def _run(job: _Job) -> PredictResult:
+    c, scene, meta, paths = job.config, job.scene, job.meta, job.outputs
+    warn_about_scene(scene, meta, job.size, job.reporter)
+    writers = out.make_writers(paths, scene, meta, resume=c.resume)
+    run_fingerprint = _fingerprint(job)
+    rows_done, histogram = resume_state(
+        paths.map,
+        paths.sidecar,
+        run_fingerprint,
+        [w for w, _ in writers],
+        resume=c.resume,
+        reporter=job.reporter,
+    )
+    if rows_done == 0:
+        # A stale sidecar must never describe the partial files this run is about to write.
+        paths.sidecar.unlink(missing_ok=True)
+
+    plan = Plan.build(scene.width, scene.height, job.size, job.stride, rows_done)
+    job.reporter.info(
+        f"{scene.name}: {scene.width}x{scene.height} px, {scene.count} bands {scene.dtype}; "
+        f"{meta.task} model, {meta.num_classes} classes, "
+        f"{job.size} px windows every {job.stride} px; "
+        f"{job.device.type} {job.precision.label}"
+    )
+    if rows_done:
+        job.reporter.info(f"{paths.map}: resuming at row {rows_done} of {scene.height}")
+
+    rasters = out.OutputRasters(
+        writers, scene.width, scene.height, rows_done, paths.sidecar, run_fingerprint, histogram
+    )
+    t0 = time.perf_counter()
+    skipped = _pipeline(job, plan, rasters)
+    seconds_predict = time.perf_counter() - t0
+
+    hist = rasters.histogram
+    valid = int(hist[:NODATA].sum())
+    if valid == 0:
+        out.discard(writers, paths)
+        raise RasterOpenError(
+            f"{scene.name}: every pixel is nodata (or masked); there is nothing to classify"
+        )
+    out.publish(writers, paths, cog=c.cog, reporter=job.reporter)
+    overwrite = c.overwrite or c.resume
+    vector_result = out.write_vector(
+        paths, min_area=c.min_area, simplify=c.simplify, overwrite=overwrite, progress=job.progress
+    )
+    preview = out.write_preview(paths, overwrite=overwrite)
+    seconds = time.perf_counter() - job.t_start
+    done_px = (scene.height - rows_done) * scene.width
+    return PredictResult(
+        output=paths.map,
+        probabilities=paths.probabilities,
+        confidence=paths.confidence,
+        vector=paths.vector,
+        preview=preview,
+        width=scene.width,
+        height=scene.height,
+        crs=scene.crs.to_string() if scene.crs else None,
+        model=job.model_file,
+        task=meta.task,
+        classes=list(meta.classes),
+        class_pixels={name: int(hist[i]) for i, name in enumerate(meta.classes)},
+        valid_pixels=valid,
+        nodata_pixels=int(hist[NODATA]),
+        window=job.size,
+        stride=job.stride,
+        strategy=job.strategy.name,
+        windows=plan.windows,
+        windows_skipped=skipped,
+        device=str(job.device),
+        precision=job.precision.label,
+        resumed_from_row=rows_done,
+        seconds=seconds,
+        megapixels_per_second=done_px / 1e6 / max(seconds_predict, 1e-9),
+        vector_result=vector_result,
+    )
+
+
+def _fingerprint(job: _Job) -> dict[str, Any]:
+    c, paths = job.config, job.outputs
+    return fingerprint(
+        job.model_file,
+        job.scene_paths,
+        bands=list(job.scene.bands),
+        nodata=c.nodata,
+        width=job.scene.width,
+        height=job.scene.height,
+        window=job.size,
+        stride=job.stride,
+        tta=bool(c.tta),
+        batch_size=c.batch_size,
+        device=job.device.type,
+        precision=job.precision.label,
+        probabilities=str(paths.probabilities.resolve()) if paths.probabilities else None,
+        confidence=bool(paths.confidence),
+        strategy=job.strategy.name,
+        output_stride=c.output_stride,
+    )
+
+
+def _pipeline(job: _Job, plan: Plan, rasters: out.OutputRasters) -> int:
+    """Run the stages; on failure, keep or remove the partial files as resume needs."""
+    c, scene, meta, strategy = job.config, job.scene, job.meta, job.strategy
+    workers = c.workers if c.workers is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
+    strategy.prepare(job.size)
+    try:
+        return run_pipeline(
+            plan,
+            plan.column_groups(scene.count, c.batch_size),
+            lambda row_off, cols: load_chunk(scene, meta, row_off, cols, job.size),
+            strategy,
+            lambda emit: make_blender(
+                strategy.blending,
+                stride=job.stride,
+                margin=strategy.margin,
+                classes=meta.num_classes,
+                size=job.size,
+                width=scene.width,
+                height=scene.height,
+                base=plan.base,
+                start_row=plan.rows_done,
+                want_probs=job.outputs.probabilities is not None,
+                want_conf=job.outputs.confidence is not None,
+                emit=emit,
+            ),
+            rasters.handle,
+            job.reporter,
+            workers=workers,
+            batch_size=c.batch_size,
+        )
+    except KeyboardInterrupt:
+        if rasters.rows_done > 0:
+            raise Interrupted(
+                f"{job.outputs.map}: stopped at row {rasters.rows_done} of {scene.height}; run "
+                "the same command with --resume to continue"
+            ) from None
+        out.discard(rasters.writers, job.outputs)
+        raise
+    except BaseException:
+        if not c.resume:
+            out.discard(rasters.writers, job.outputs)
+        raise

@@ -1,0 +1,253 @@
+"""How a model turns windows into class scores.
+
+A strategy takes batches of preprocessed windows and returns softmax scores, and says how those
+scores are blended (``blend.Blending``):
+
+- ``windows``: any model, one forward pass per window: a classifier scores each chip (blended as
+  ``chip``), a segmenter scores each pixel of its window (blended as ``pixel``);
+- ``dense``: a chip classifier run fully convolutionally over large windows (plugs in through
+  ``STRATEGIES``; see ``select_strategy``);
+- ``pixel``: per-pixel models (none can be trained yet).
+
+``select_strategy`` turns ``--strategy auto|windows|dense|pixel`` into a strategy for a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoclass.engine.device import Precision
+from geoclass.engine.predict.blend import Blending
+from geoclass.engine.predict.plan import grid_size
+from geoclass.errors import ConfigError, ModelError
+from geoclass.models.model_file import ModelMeta
+
+__all__ = [
+    "STRATEGIES",
+    "STRATEGY_NAMES",
+    "Strategy",
+    "StrategyFactory",
+    "StrategyOptions",
+    "WindowStrategy",
+    "dense_scorer_for",
+    "select_strategy",
+]
+
+STRATEGY_NAMES = ("auto", "windows", "dense", "pixel")
+_NO_DENSE = "dense inference is not available in this version of geoclass"
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """What a strategy needs besides the model.
+
+    Attributes:
+        device: Device the model is on.
+        precision: Autocast settings.
+        tta: Average over flips and a rotation of each window.
+        output_stride: Pixels between dense output cells (dense only; None: its default).
+        scorer: The model's dense scorer (``geoclass.models.dense.dense_scorer``), for dense.
+    """
+
+    device: torch.device
+    precision: Precision
+    tta: bool = False
+    output_stride: int | None = None
+    scorer: object | None = None
+
+
+class Strategy(Protocol):
+    """A way of running a model over windows.
+
+    Attributes:
+        name: ``windows``, ``dense`` or ``pixel``: recorded in the result and resume state.
+        blending: ``chip`` (one score vector per window) or ``pixel`` (a score map per window).
+        margin: Pixels along shared window edges that the ``pixel`` blending all but ignores.
+    """
+
+    name: str
+    blending: Blending
+    margin: int
+
+    def grid(
+        self, *, window: int | None, stride: int | None, overlap: float | None
+    ) -> tuple[int, int]:
+        """Window side and stride from the options (raises ConfigError when out of range)."""
+        ...
+
+    def prepare(self, size: int) -> None:
+        """Get ready to run windows of ``size`` pixels (called once, before the first batch)."""
+        ...
+
+    def __call__(self, xs: list[np.ndarray]) -> np.ndarray:
+        """Softmax scores of a batch of ``(size, size, bands)`` windows, as float32 numpy:
+        ``(N, classes)`` for ``chip`` blending, ``(N, classes, size, size)`` for ``pixel``."""
+        ...
+
+
+StrategyFactory = Callable[[nn.Module, ModelMeta, StrategyOptions], Strategy]
+
+
+def tta_views(
+    task: str,
+) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]]:
+    """(transform, inverse for score maps) pairs: identity, two flips, a 90 degree rotation."""
+    ident = (lambda t: t, lambda t: t)
+    views = [
+        ident,
+        (lambda t: torch.flip(t, dims=(3,)), lambda t: torch.flip(t, dims=(3,))),
+        (lambda t: torch.flip(t, dims=(2,)), lambda t: torch.flip(t, dims=(2,))),
+        (lambda t: torch.rot90(t, 1, dims=(2, 3)), lambda t: torch.rot90(t, -1, dims=(2, 3))),
+    ]
+    if task == "classify":
+        views = [(f, lambda t: t) for f, _ in views]
+    return views
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1 of ``(N, classes)`` logits."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class WindowStrategy:
+    """Any model, one forward pass per window (and per TTA view)."""
+
+    name = "windows"
+
+    def __init__(self, model: nn.Module, meta: ModelMeta, options: StrategyOptions) -> None:
+        self.model, self.meta = model, meta
+        self.device, self.precision = options.device, options.precision
+        self.task = meta.task
+        self.blending: Blending = "chip" if self.task == "classify" else "pixel"
+        radius = getattr(model, "receptive_radius", 0) if self.task == "segment" else 0
+        self.margin = int(radius or 0)
+        self.views = tta_views(self.task) if options.tta else tta_views(self.task)[:1]
+        self.size = meta.chip_size
+
+    def grid(
+        self, *, window: int | None, stride: int | None, overlap: float | None
+    ) -> tuple[int, int]:
+        return grid_size(self.meta, self.task, window=window, stride=stride, overlap=overlap)
+
+    def prepare(self, size: int) -> None:
+        self.size = size
+        self.model = self.model.to(memory_format=torch.channels_last)
+
+    def __call__(self, xs: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(np.stack(xs))  # (N, H, W, C)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory: no copy
+        total: np.ndarray | torch.Tensor | None = None
+        with torch.inference_mode(), self.precision.autocast():
+            for forward, inverse in self.views:
+                xv = forward(x).contiguous(memory_format=torch.channels_last)
+                out = self.model(xv).float()
+                self._check(out, x.shape[0])
+                p: np.ndarray | torch.Tensor
+                if self.task == "classify":
+                    # A few numbers per chip: numpy, without waking torch's thread pool.
+                    p = softmax(out.cpu().numpy())
+                else:
+                    p = inverse(torch.softmax(out, dim=1))
+                total = p if total is None else total + p
+        assert total is not None
+        if len(self.views) > 1:
+            total = total / len(self.views)
+        return total if isinstance(total, np.ndarray) else total.cpu().numpy()
+
+    def _check(self, out: torch.Tensor, n: int) -> None:
+        c = self.meta.num_classes
+        want = (n, c) if self.task == "classify" else (n, c, self.size, self.size)
+        if tuple(out.shape) != want:
+            raise ModelError(
+                f"the model returned scores of shape {tuple(out.shape)}, expected {want} "
+                f"for a {self.task} model with {c} classes"
+            )
+
+
+# The strategies that exist, by name. The dense strategy plugs in here as
+# ``"dense": DenseStrategy``, a StrategyFactory that finds the model's dense scorer in
+# ``options.scorer``; until then ``auto`` runs every model with windows.
+STRATEGIES: dict[str, StrategyFactory] = {"windows": WindowStrategy}
+
+
+def dense_scorer_for(
+    model: nn.Module, meta: ModelMeta, output_stride: int | None
+) -> tuple[object | None, str]:
+    """The model's dense scorer, or None and why it cannot run densely.
+
+    Raises:
+        ConfigError: ``output_stride`` does not fit the model (from the dense module).
+    """
+    try:
+        from geoclass.models import dense
+    except ImportError:  # the dense module is not part of this version
+        return None, _NO_DENSE
+    scorer = dense.dense_scorer(model, meta, output_stride=output_stride)
+    if scorer is not None:
+        return scorer, ""
+    if meta.task == "segment":
+        return None, "a segmentation model already scores every pixel of its window"
+    why = getattr(dense, "dense_support", lambda *_: None)(model, meta)
+    return None, why or "its head is not global pooling + a linear layer"
+
+
+def select_strategy(
+    name: str,
+    model: nn.Module,
+    meta: ModelMeta,
+    options: StrategyOptions,
+    label: str,
+) -> Strategy:
+    """The strategy ``name`` (``auto``, ``windows``, ``dense`` or ``pixel``) for a model.
+
+    ``auto`` is ``dense`` where the model can run densely, else ``windows``.
+
+    Args:
+        name: The strategy asked for.
+        model: The loaded model.
+        meta: Its model file's metadata.
+        options: Device, precision, TTA and output stride.
+        label: The model file, to name in errors.
+
+    Raises:
+        ConfigError: An unknown name; ``dense`` for a model that cannot run densely; ``pixel``
+            (no per-pixel model exists yet); an output stride for a strategy without one.
+    """
+    if name not in STRATEGY_NAMES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGY_NAMES)}, got {name!r}")
+    kind = "segmentation model" if meta.task == "segment" else "chip classifier"
+    model_kind = f"{meta.architecture} {kind}"
+    if name == "pixel":
+        raise ConfigError(
+            f"{label}: --strategy pixel needs a per-pixel model, and this is a {model_kind}; "
+            "geoclass cannot train per-pixel models yet: use --strategy auto or windows"
+        )
+    why = ""
+    if name in ("auto", "dense"):
+        if "dense" in STRATEGIES:
+            scorer, why = dense_scorer_for(model, meta, options.output_stride)
+            if scorer is not None:
+                return STRATEGIES["dense"](model, meta, replace(options, scorer=scorer))
+        else:
+            why = _NO_DENSE
+    if name == "dense":
+        raise ConfigError(
+            f"{label}: a {model_kind} cannot run with --strategy dense: {why}; "
+            "use --strategy windows"
+        )
+    if options.output_stride is not None:
+        reason = f" ({why})" if why else ""
+        raise ConfigError(
+            f"{label}: --output-stride {options.output_stride} applies only to --strategy dense, "
+            f"and this {model_kind} runs with windows{reason}"
+        )
+    return STRATEGIES["windows"](model, meta, options)
