@@ -5,10 +5,16 @@ A large scene is built without copying pixels: a GDAL VRT that repeats a real sc
 floor: read only, no checks, no writes) and tiled with ``geoclass.data.tiling.tile`` (labels,
 nodata checks, DEFLATE GeoTIFF chips, index, statistics). Prints chips/s, MB/s and the ratio.
 
+``--compare-writers N`` also tiles the scene N more times with each chip writer, alternating:
+tiling's own small-chip TIFF encoder (``tiling/fast_tiff.py``) and GDAL through rasterio for every
+chip, and prints the best rate of each and their ratio: the encoder is worth keeping only while it
+is clearly (> ~15%) ahead.
+
 Usage::
 
     python bench/tile_bench.py                       # Landsat 8 row 078, 6x6 repeats, 64 px chips
     python bench/tile_bench.py --repeat 4 --labels raster --workers 0
+    python bench/tile_bench.py --repeat 1 --naive 0 --compare-writers 3
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -30,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import geoclass.models.model_file  # noqa: F401 - imports torch; keep it out of the timing
-from geoclass.data.tiling import TileConfig, tile
+from geoclass.data.tiling import TileConfig, chip_writer, tile
 from geoclass.io.windows import iter_window_grid
 
 SHARED = Path(os.environ.get("GEOCLASS_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -116,6 +123,31 @@ def naive_read_write(path: Path, size: int, limit: int, out: Path) -> tuple[int,
     return n, time.perf_counter() - t0
 
 
+def compare_writers(vrt: Path, labels: Path | None, args: argparse.Namespace, tmp: Path) -> None:
+    """Tile ``args.compare_writers`` times with each chip writer, alternating; print the best rates."""
+    best = {"fast TIFF encoder": 0.0, "GDAL (rasterio)": 0.0}
+    cpu = dict.fromkeys(best, float("inf"))
+    for i in range(args.compare_writers):
+        for name in best:
+            # FAST_MAX_BYTES = 0: no chip is small enough for the encoder, GDAL writes every chip.
+            limit = chip_writer.FAST_MAX_BYTES if name.startswith("fast") else 0
+            with mock.patch.object(chip_writer, "FAST_MAX_BYTES", limit):
+                t0, c0 = time.perf_counter(), time.process_time()
+                r = tile(TileConfig(scenes=vrt, output=tmp / f"cmp-{i}-{limit}", labels=labels, size=args.size,
+                                    workers=args.workers, min_labelled=0.5))
+                secs, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+            best[name] = max(best[name], r.windows / secs)
+            cpu[name] = min(cpu[name], cpu_s / r.windows * 1e3)
+    for name in best:
+        print(f"writer {name:18s}: best {best[name]:8,.0f} chips/s  (CPU {cpu[name]:.3f} ms/chip, "
+              f"{args.compare_writers} runs)")
+    fast, gdal = best.values()
+    cpu_fast, cpu_gdal = cpu.values()
+    # CPU time per chip is the steadier measure on a shared machine; both should agree.
+    print(f"ratio GDAL / fast : {gdal / fast:.2f}x chips/s, {cpu_fast / cpu_gdal:.2f}x by CPU per chip "
+          f"(GDAL within 15% of the encoder: {min(gdal / fast, cpu_fast / cpu_gdal) >= 0.85})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scene", choices=sorted(SCENES), default="landsat8")
@@ -127,6 +159,8 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="write chips here instead of a temp dir")
     ap.add_argument("--naive", type=int, default=5000,
                     help="also time a plain rasterio read+write loop on this many windows (0: skip)")
+    ap.add_argument("--compare-writers", type=int, default=0, metavar="N",
+                    help="also tile N times with each chip writer (fast TIFF encoder, GDAL), alternating")
     args = ap.parse_args()
 
     sources = SCENES[args.scene]
@@ -163,6 +197,8 @@ def main() -> None:
             n_naive, t_naive = naive_read_write(vrt, args.size, args.naive, tmp / "naive")
             print(f"rasterio read+write loop (GDAL GTiff DEFLATE, {n_naive:,} windows): "
                   f"{n_naive / t_naive:,.0f} chips/s; tile / loop: {tile_rate / (n_naive / t_naive):.2f}x")
+        if args.compare_writers:
+            compare_writers(vrt, labels, args, tmp)
         print(f"peak RSS          : {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
