@@ -3,12 +3,18 @@
 A VRT costs nothing to write and reads its inputs on demand, but it cannot reproject: every file
 must already be on the output grid (same CRS and pixel size, a whole number of pixels away).
 
-The XML is written here rather than by GDAL: GDAL's VRT builder (``gdalbuildvrt`` /
-``gdal.BuildVRT``) is in the ``osgeo`` bindings, which are not installed and cannot be built
-against rasterio's bundled GDAL, and rasterio's API has only ``WarpedVRT`` (rasterio too writes
-its own VRT XML with ElementTree internally). The builder would not do the job anyway: it cannot
-make one input of several band files (our stacks) while mosaicking inputs side by side, nor carry
-a band selection per input, per-file nodata, class names or a colour table.
+The XML is written here rather than by GDAL. GDAL's VRT *builder* (``gdalbuildvrt`` /
+``gdal.BuildVRT``) is only in the ``osgeo`` bindings, which are not installed and cannot be built
+against rasterio's bundled GDAL; rasterio's public API has only ``WarpedVRT``. The builder would
+not do the job anyway: it cannot make one input of several band files (our stacks) while
+mosaicking inputs side by side, nor carry a band selection per input or per-file nodata. GDAL's
+VRT *driver* is reachable through rasterio (``rasterio.open(..., "w", driver="VRT")``, sources
+added as XML in the ``new_vrt_sources`` metadata domain) and was tried: the sources stay
+hand-written XML, GDAL rewrites them on close (it drops ``SourceProperties``, and written under
+``/vsimem`` it dropped the sources' ``NODATA``), and the file would be written by GDAL when the
+dataset closes rather than by one ``write_bytes`` under ``atomic_output`` (which the full-disk
+tests drive); only the dataset header (grid, CRS, nodata, descriptions, colour table) would move
+to GDAL. Writing the whole XML keeps the output exact and the write in our hands.
 """
 
 from __future__ import annotations
