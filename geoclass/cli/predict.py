@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from geoclass.cli.options import (
+    PANEL_MODEL,
     PANEL_OUTPUT,
     AmpOpt,
     BandsOpt,
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 PANEL_WINDOWS = "Windows"
 PANEL_VECTOR = "Vector output"
+
+StrategyChoice = Literal["auto", "windows", "dense", "pixel"]
 
 
 def _output_file(
@@ -58,6 +61,32 @@ def predict(
         ),
     ],
     model: ModelOpt = None,
+    strategy: Annotated[
+        StrategyChoice,
+        typer.Option(
+            "--strategy",
+            metavar="NAME",
+            help="How the model is run over the scene. windows: one forward pass per window "
+            "(any model). dense: a chip classifier run fully convolutionally over large "
+            "windows, giving scores on a finer grid (--output-stride) in less time; only for "
+            "models where that is exact. pixel: per-pixel models. auto: dense where the model "
+            "supports it, else windows.",
+            rich_help_panel=PANEL_MODEL,
+        ),
+    ] = "auto",
+    output_stride: Annotated[
+        int | None,
+        typer.Option(
+            "--output-stride",
+            min=1,
+            metavar="PX",
+            help="With the dense strategy: pixels between the chip positions scored (a multiple "
+            "of the model's feature stride that divides its chip size); smaller is finer. "
+            "Default: the finest grid the model allows.",
+            rich_help_panel=PANEL_MODEL,
+            show_default=False,
+        ),
+    ] = None,
     bands: BandsOpt = None,
     nodata: NodataOpt = None,
     stride: Annotated[
@@ -189,6 +218,8 @@ def predict(
         stride=stride,
         overlap=overlap,
         tta=tta,
+        strategy=strategy,
+        output_stride=output_stride,
         probabilities=probabilities,
         confidence=confidence,
         preview=preview,

@@ -10,6 +10,7 @@ The data flows one way through the rooms of this package::
     outputs     the class map, probabilities, confidence (strip by strip), vectors, preview
     resume      the fingerprint and progress of a run, so an interrupted one can continue
     stages      read -> infer -> blend -> write, overlapping in threads
+    config      what a run is asked (PredictConfig) and what it gave (PredictResult)
     run         ``predict``: ties them together
 
 Memory is flat in the scene's height and linear in its width: scores are held for one band of
@@ -19,7 +20,8 @@ Outputs are written to hidden partial files and renamed into place when complete
 same bytes as an uninterrupted run.
 """
 
+from geoclass.engine.predict.config import PredictConfig, PredictResult
 from geoclass.engine.predict.plan import DEFAULT_OVERLAP
-from geoclass.engine.predict.run import PredictConfig, PredictResult, predict
+from geoclass.engine.predict.run import predict
 
 __all__ = ["DEFAULT_OVERLAP", "PredictConfig", "PredictResult", "predict"]
