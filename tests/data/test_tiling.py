@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -24,8 +25,15 @@ from geoclass.cli.app import app
 from geoclass.data.samples import load_samples
 from geoclass.data.tiling import TileConfig, TileResult, block_split, tile
 from geoclass.data.tiling.chip_writer import ChipWriter
+from geoclass.data.tiling.fast_tiff import FastTiff
 from geoclass.data.tiling.worker import Worker
-from geoclass.errors import ConfigError, Interrupted, LabelError, OutputExistsError
+from geoclass.errors import (
+    ConfigError,
+    DiskFullError,
+    Interrupted,
+    LabelError,
+    OutputExistsError,
+)
 from geoclass.io.labels import UNLABELLED
 from geoclass.io.reader import Scene, open_scene
 from geoclass.progress import ProgressEvent
@@ -498,6 +506,24 @@ def test_rotated_grids_fall_back_to_gdal(tmp_path: Path) -> None:
     writer.write(tmp_path / "r.tif", np.ones((1, 16, 16), np.uint8), t)
     with rasterio.open(tmp_path / "r.tif") as chip:
         assert chip.transform.almost_equals(t)
+
+
+def test_a_full_disk_is_one_line_naming_the_chip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 scene_path: Path) -> None:
+    original, calls = FastTiff.encode, []
+
+    def full(self: Any, data: np.ndarray, transform: Affine) -> bytes:
+        calls.append(1)
+        if len(calls) == 1:  # the writer's self-test
+            return original(self, data, transform)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FastTiff, "encode", full)
+    with pytest.raises(DiskFullError) as info:
+        tile(TileConfig(scenes=scene_path, output=tmp_path / "o", size=16, workers=0))
+    message = str(info.value)
+    assert "\n" not in message and ".tif: the disk is full" in message and "--resume" in message
+    assert not list((tmp_path / "o").rglob("*.tmp"))
 
 
 # --- CLI --------------------------------------------------------------------------------------

@@ -19,11 +19,13 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from geoclass.data.tiling.fast_tiff import FastTiff, parse_tiff_tags
-from geoclass.errors import OutputError
+from geoclass.errors import GeoclassError
+from geoclass.io.outputs import is_io_error, write_error
 from geoclass.io.windows import window_transform
 
-__all__ = ["FAST_MAX_BYTES", "ChipWriter", "read_chip", "unlink"]
+__all__ = ["FAST_MAX_BYTES", "ChipWriter", "read_existing_chip", "unlink"]
 
+_RESUME_HINT = "run the same command with --resume to continue"
 # Above this many bytes a chip is written by GDAL: its libdeflate compresses ~2-4x faster than
 # Python's zlib, which then outweighs GDAL's ~1 ms of per-file overhead.
 FAST_MAX_BYTES = 96 * 1024
@@ -31,6 +33,8 @@ FAST_MAX_BYTES = 96 * 1024
 
 class ChipWriter:
     """Writes chips of one kind (image or mask) atomically: temp file in place, then rename.
+
+    The temp file is ``.<chip name>.<pid>-<thread>.tmp``, the pattern ``--resume`` clears.
 
     Uses ``FastTiff`` for small chips when it reproduces GDAL's output exactly (checked once on
     a test chip), and GDAL itself otherwise (large chips, rotated grids, no georeferencing, chips
@@ -151,12 +155,11 @@ class ChipWriter:
                         if mask is not None:
                             dst.write_mask(np.where(mask, 255, 0).astype(np.uint8))
             os.replace(tmp, path)
-        except OSError as exc:
+        except BaseException as exc:
             unlink(tmp)
-            raise OutputError(f"{path}: cannot write chip ({exc.strerror or exc})") from exc
-        except BaseException:
-            unlink(tmp)
-            raise
+            if isinstance(exc, GeoclassError) or not is_io_error(exc):
+                raise
+            raise write_error(exc, path, hint=_RESUME_HINT) from exc
 
 
 def unlink(path: Path) -> None:
@@ -167,7 +170,7 @@ def unlink(path: Path) -> None:
         pass
 
 
-def read_chip(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+def read_existing_chip(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """Pixels and validity of a chip written earlier, or None if it cannot be read."""
     try:
         with warnings.catch_warnings():

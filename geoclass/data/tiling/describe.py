@@ -18,11 +18,10 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geoclass.data.tiling.chip_writer import unlink
 from geoclass.data.tiling.config import DATASET_FORMAT, DATASET_VERSION, TileConfig
 from geoclass.data.tiling.plan import Aggregate
-from geoclass.errors import OutputError
 from geoclass.io.labels import UNLABELLED
+from geoclass.io.outputs import atomic_output
 from geoclass.io.reader import Scene
 from geoclass.io.stats import BandStatistics
 from geoclass.io.windows import window_transform
@@ -43,29 +42,22 @@ def write_index(out: Path, rows: Iterable[dict[str, Any]], scene: Scene, size: i
         props["mask"] = "str"
     props.update({"scene": "str", "row": "int", "col": "int"})
     schema = {"geometry": "Polygon", "properties": props}
-    tmp = out / ".index.tmp.gpkg"
-    unlink(tmp)
     kwargs: dict[str, Any] = {}
     if scene.crs is not None:
         kwargs["crs_wkt"] = scene.crs.to_wkt()
     batch: list[fiona.Feature] = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fiona.open(tmp, "w", driver="GPKG", schema=schema, layer="chips", **kwargs) as dst:
-                for r in rows:
-                    geom = fiona.Geometry(type="Polygon",
-                                          coordinates=_footprint(scene.transform, r["row"], r["col"], size))
-                    batch.append(fiona.Feature(geometry=geom, properties={k: r[k] for k in props}))
-                    if len(batch) >= 2048:
-                        dst.writerecords(batch)
-                        batch.clear()
-                if batch:
+    with atomic_output(out / "index.gpkg") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fiona.open(tmp, "w", driver="GPKG", schema=schema, layer="chips", **kwargs) as dst:
+            for r in rows:
+                geom = fiona.Geometry(type="Polygon",
+                                      coordinates=_footprint(scene.transform, r["row"], r["col"], size))
+                batch.append(fiona.Feature(geometry=geom, properties={k: r[k] for k in props}))
+                if len(batch) >= 2048:
                     dst.writerecords(batch)
-        os.replace(tmp, out / "index.gpkg")
-    except OSError as exc:
-        unlink(tmp)
-        raise OutputError(f"{out / 'index.gpkg'}: cannot write the index ({exc})") from exc
+                    batch.clear()
+            if batch:
+                dst.writerecords(batch)
 
 
 def _jsonable_config(cfg: TileConfig) -> dict[str, Any]:

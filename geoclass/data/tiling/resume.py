@@ -15,7 +15,7 @@ from typing import Any
 from geoclass.data.tiling.chip_writer import unlink
 from geoclass.data.tiling.config import DATASET_FORMAT
 from geoclass.errors import ConfigError, OutputError, OutputExistsError
-from geoclass.io.outputs import input_files
+from geoclass.io.outputs import atomic_output, input_files
 from geoclass.progress import Reporter
 
 __all__ = ["PARTIAL_CSV", "STATE_FILE", "atomic_write_text", "check_inputs_outside", "prepare_output"]
@@ -112,14 +112,13 @@ def prepare_output(out: Path, overwrite: bool, resume: bool, fingerprint: dict[s
         report.info(f"{out}: nothing to resume, starting a new run")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / STATE_FILE, json.dumps({"fingerprint": fingerprint}, indent=2))
     except OSError as exc:
         raise OutputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
+    atomic_write_text(out / STATE_FILE, json.dumps({"fingerprint": fingerprint}, indent=2))
     return resuming
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a hidden temp file beside ``path``, then rename it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (``atomic_output``); a failure is an ``OutputError``."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -29,6 +29,7 @@ from geoclass.data.tiling.resume import (
 from geoclass.data.tiling.worker import Worker, class_dirs, ordered_map, scene_prefix
 from geoclass.errors import ConfigError, GeoclassError, Interrupted, OutputError
 from geoclass.io.labels import UNLABELLED, open_labels, read_class_file
+from geoclass.io.outputs import atomic_output
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.stats import BandMoments, hist_offset
 from geoclass.progress import ProgressCallback, Reporter
@@ -219,18 +220,15 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
                 out["split"] = splitter.final_split(row, col, rec["split"])
                 yield out
 
-    try:
-        tmp_csv = out / ".chips.csv.tmp"
+    # chips.csv replaces an earlier one only once index.gpkg is written too.
+    with atomic_output(out / "chips.csv") as tmp_csv:
         with open(tmp_csv, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
             for rec in final_rows():
                 w.writerow(rec)
         write_index(out, final_rows(), scene, cfg.size, segment)
-        os.replace(tmp_csv, out / "chips.csv")
-        unlink(partial_csv)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot write the chip index ({exc.strerror or exc})") from exc
+    unlink(partial_csv)
 
     label_names = classes if classes else [""]
     counts = {s: {c: int(aggs[s].chips.get(c, 0)) for c in label_names} for s in ("train", "val")}

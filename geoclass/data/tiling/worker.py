@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from geoclass.data.tiling.chip_writer import ChipWriter, read_chip
+from geoclass.data.tiling.chip_writer import ChipWriter, read_existing_chip
 from geoclass.data.tiling.config import TileConfig
 from geoclass.io.labels import UNLABELLED
 from geoclass.io.reader import Scene
@@ -160,12 +160,12 @@ class Worker:
         """Pixels, validity and mask of this window's chip from an earlier run, if complete."""
         if not path.is_file() or (mask_path is not None and not mask_path.is_file()):
             return None
-        img = read_chip(path)
+        img = read_existing_chip(path)
         if img is None or img[0].shape[1:] != (self.cfg.size, self.cfg.size):
             return None
         mask = None
         if mask_path is not None:
-            m = read_chip(mask_path)
+            m = read_existing_chip(mask_path)
             if m is None:
                 return None
             mask = m[0][0]
