@@ -1,9 +1,10 @@
 """Mosaic inputs, opened and described once: kind, class metadata, bands and file properties.
 
-Each input is checked by the shared reader (``open_scene``: typed errors for missing or unreadable
-files, stacks, nodata, masks) and each of its files is described once with rasterio (class names,
-colours, colour table, band dtypes and descriptions, block shapes, mask flags): everything later
-stages need, so no stage opens an input again just to look at it.
+Each file of an input is described once with rasterio (class names, colours, colour table, band
+dtypes and descriptions, mask flags): everything later stages need, so no stage opens an input
+again just to look at it. The shared reader (``open_scene``) then opens the input for reading
+(stacks, nodata, masks, located grids); it also names, in one typed line, a first file that
+rasterio cannot describe.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class FileInfo:
 
 
 def describe_file(path: Path) -> FileInfo:
-    """Describe a file the reader has already opened (so it exists and is a raster)."""
+    """Describe one file with rasterio (errors are rasterio's: see ``_describe_first``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # checked later, with a reason
         ds = rasterio.open(path)
@@ -183,6 +184,22 @@ class Source:
         return [d or "" for d in descs] if any(descs) else None
 
 
+def _describe_first(path: Path) -> FileInfo:
+    """Describe an input's first file; a file rasterio cannot describe is named by the reader.
+
+    Raises:
+        InputNotFoundError, RasterOpenError: The reader's one-line error for this file.
+    """
+    try:
+        info = describe_file(path)
+    except Exception:
+        open_scene(path).close()  # raises the reader's typed error for this file
+        raise
+    if info.count == 0:
+        open_scene(path).close()  # the reader names a file without bands (and its subdatasets)
+    return info
+
+
 def _detect_kind(spec: MosaicInput, info: FileInfo, hint: Kind) -> Literal["classes", "scene"]:
     """``classes`` for a single file with class tags, a colour table, or 8-bit integer classes."""
     if hint != "auto":
@@ -212,9 +229,7 @@ def open_source(
             (or on a raw scene).
         BandError: A class map input with more than one band selected.
     """
-    probe = open_scene(spec.paths[0])  # typed errors for missing / unreadable files
-    probe.close()
-    info = describe_file(spec.paths[0])
+    info = _describe_first(spec.paths[0])
     kind = _detect_kind(spec, info, kind_hint)
     default = "nearest" if kind == "classes" else "bilinear"
     resampling = resampling or default
