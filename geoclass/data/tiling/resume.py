@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from geoclass.data.tiling.chip_writer import unlink
-from geoclass.data.tiling.config import DATASET_FORMAT
+from geoclass.data.tiling.config import DATASET_FORMAT, TileConfig
+from geoclass.data.tiling.describe import nodata_json
 from geoclass.errors import ConfigError, OutputError, OutputExistsError
 from geoclass.io.outputs import atomic_output, input_files
+from geoclass.io.reader import Scene
 from geoclass.progress import Reporter
 
-__all__ = ["PARTIAL_CSV", "STATE_FILE", "atomic_write_text", "check_inputs_outside", "prepare_output"]
+__all__ = ["PARTIAL_CSV", "STATE_FILE", "atomic_write_text", "check_inputs_outside", "fingerprint",
+           "prepare_output"]
 
 STATE_FILE = ".geoclass-tile.json"
 PARTIAL_CSV = ".chips.csv.partial"
@@ -54,6 +57,34 @@ def _remove_temp_files(out: Path) -> None:
             for f in files:
                 if f.startswith(".") and f.endswith(".tmp"):
                     unlink(Path(dirpath) / f)
+
+
+def _abs(p: str | os.PathLike[str] | None) -> str | None:
+    if p is None:
+        return None
+    s = os.fspath(p)
+    return s if s.startswith("/vsi") or "://" in s else str(Path(s).resolve())
+
+
+def fingerprint(cfg: TileConfig, scene_paths: list[str], scene: Scene, labels: Any, classes: list[str],
+                stride: int) -> dict[str, Any]:
+    """The options that decide a run's chips; ``--resume`` needs the same ones."""
+    return {
+        "scenes": [_abs(p) for p in scene_paths],
+        "bands": list(scene.bands),
+        "nodata": nodata_json(scene.nodata),
+        "size": cfg.size,
+        "stride": stride,
+        "task": cfg.task,
+        "labels": _abs(cfg.labels),
+        "label_field": getattr(labels, "field", None),
+        "classes": classes,
+        "min_labelled": cfg.min_labelled,
+        "max_nodata": cfg.max_nodata,
+        "val_fraction": cfg.val_fraction,
+        "block_size": cfg.block_size,
+        "seed": cfg.seed,
+    }
 
 
 def check_inputs_outside(out: Path, scene_paths: list[str], labels: str | os.PathLike[str] | None) -> None:

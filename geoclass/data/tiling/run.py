@@ -18,12 +18,13 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from geoclass.data.tiling.chip_writer import ChipWriter, unlink
 from geoclass.data.tiling.config import SKIP_REASONS, TileConfig, TileResult, validate
-from geoclass.data.tiling.describe import dataset_info, dumps, nodata_json, write_index
+from geoclass.data.tiling.describe import dataset_info, dumps, write_index
 from geoclass.data.tiling.plan import Aggregate, Splitter
 from geoclass.data.tiling.resume import (
     PARTIAL_CSV,
     atomic_write_text,
     check_inputs_outside,
+    fingerprint,
     prepare_output,
 )
 from geoclass.data.tiling.worker import Worker, class_dirs, ordered_map, scene_prefix
@@ -32,6 +33,7 @@ from geoclass.io.labels import UNLABELLED, open_labels, read_class_file
 from geoclass.io.outputs import atomic_output
 from geoclass.io.reader import Scene, open_scene
 from geoclass.io.stats import BandMoments, hist_offset
+from geoclass.palette import colors_for_classes
 from geoclass.progress import ProgressCallback, Reporter
 
 __all__ = ["tile"]
@@ -43,13 +45,6 @@ def _scene_paths(cfg: TileConfig) -> list[str]:
     if isinstance(cfg.scenes, (str, os.PathLike)):
         return [os.fspath(cfg.scenes)]
     return [os.fspath(p) for p in cfg.scenes]
-
-
-def _abs(p: str | os.PathLike[str] | None) -> str | None:
-    if p is None:
-        return None
-    s = os.fspath(p)
-    return s if s.startswith("/vsi") or "://" in s else str(Path(s).resolve())
 
 
 def tile(config: TileConfig, progress: ProgressCallback | None = None) -> TileResult:
@@ -94,24 +89,9 @@ def tile(config: TileConfig, progress: ProgressCallback | None = None) -> TileRe
         elif cfg.label_field is not None or cfg.classes is not None:
             report.warn("--label-field and --classes have no effect without --labels")
         classes = list(labels.classes) if labels is not None else []
-        fingerprint = {
-            "scenes": [_abs(p) for p in scene_paths],
-            "bands": list(scene.bands),
-            "nodata": nodata_json(scene.nodata),
-            "size": cfg.size,
-            "stride": stride,
-            "task": cfg.task,
-            "labels": _abs(cfg.labels),
-            "label_field": getattr(labels, "field", None),
-            "classes": classes,
-            "min_labelled": cfg.min_labelled,
-            "max_nodata": cfg.max_nodata,
-            "val_fraction": cfg.val_fraction,
-            "block_size": cfg.block_size,
-            "seed": cfg.seed,
-        }
         check_inputs_outside(out, scene_paths, cfg.labels)
-        resuming = prepare_output(out, cfg.overwrite, cfg.resume, fingerprint, report)
+        state = fingerprint(cfg, scene_paths, scene, labels, classes, stride)
+        resuming = prepare_output(out, cfg.overwrite, cfg.resume, state, report)
         return _run(cfg, scene, labels, classes, out, stride, resuming, report, started)
     finally:
         if labels is not None:
@@ -122,9 +102,6 @@ def tile(config: TileConfig, progress: ProgressCallback | None = None) -> TileRe
 def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Path, stride: int,
          resuming: bool, report: Reporter, started: float) -> TileResult:
     """Walk the windows, write chips and the index, and describe the dataset."""
-    # Imported here: model_file pulls in torch, which tiling does not otherwise need.
-    from geoclass.palette import colors_for_classes
-
     segment = cfg.task == "segment"
     offset = hist_offset(scene.dtype)
     colors = colors_for_classes(classes) if classes else []
