@@ -24,7 +24,6 @@ from torch import nn
 
 from geoclass.engine.device import Precision
 from geoclass.engine.predict.blend import Blending
-from geoclass.engine.predict.dense import DenseStrategy
 from geoclass.engine.predict.plan import grid_size
 from geoclass.errors import ConfigError, ModelError
 from geoclass.models.model_file import ModelMeta
@@ -174,9 +173,10 @@ class WindowStrategy:
             )
 
 
-# The strategies that exist, by name. The dense strategy finds the model's dense scorer in
-# ``options.scorer``.
-STRATEGIES: dict[str, StrategyFactory] = {"windows": WindowStrategy, "dense": DenseStrategy}
+# The strategies that exist, by name. The dense strategy plugs in here as
+# ``"dense": DenseStrategy``, a StrategyFactory that finds the model's dense scorer in
+# ``options.scorer``; until then ``auto`` runs every model with windows.
+STRATEGIES: dict[str, StrategyFactory] = {"windows": WindowStrategy}
 
 
 def dense_scorer_for(
