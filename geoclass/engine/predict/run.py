@@ -117,6 +117,7 @@ def predict(config: PredictConfig, progress: ProgressCallback | None = None) -> 
 
 
 def _check_options(config: PredictConfig) -> None:
+    """Raise ConfigError for options that contradict each other or are out of range."""
     if config.resume and config.overwrite:
         raise ConfigError("give either resume or overwrite, not both")
     if config.batch_size < 1:
@@ -153,6 +154,7 @@ class _Job:
 
 
 def _run(job: _Job) -> PredictResult:
+    """Resume state, plan, pipeline, then publish the outputs; the outputs are locked."""
     c, scene, meta, paths = job.config, job.scene, job.meta, job.outputs
     warn_about_scene(scene, meta, job.size, job.reporter)
     writers = out.make_writers(paths, scene, meta, resume=c.resume)
@@ -231,6 +233,7 @@ def _run(job: _Job) -> PredictResult:
 
 
 def _fingerprint(job: _Job) -> dict[str, Any]:
+    """Everything a resumed run must share with the interrupted one to write the same bytes."""
     c, paths = job.config, job.outputs
     return fingerprint(
         job.model_file,
