@@ -33,21 +33,34 @@ import torch
 from torch import nn
 
 from geoclass.errors import ConfigError
-from geoclass.models.cnn import BaselineCNN, CompactResNet, ResidualBlock
+from geoclass.models.cnn import BaselineCNN, CompactResNet
 from geoclass.models.model_file import ModelMeta
 
 __all__ = ["DenseScorer", "dense_scorer", "dense_support"]
 
 # Layers that only look at a bounded neighbourhood of each position, the same way everywhere.
 _LOCAL_LEAVES: tuple[type[nn.Module], ...] = (
-    nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Identity,
-    nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d,
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
 )
 # Layers of a head that act on each feature vector alone.
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.Identity, nn.Dropout)
 # Blocks whose forward combines local layers only (checked by their class, since forward is code).
-_LOCAL_BLOCKS = ("geoclass.models.cnn.ResidualBlock", "timm.models.resnet.BasicBlock",
-                 "timm.models.resnet.Bottleneck")
+_LOCAL_BLOCKS = (
+    "geoclass.models.cnn.ResidualBlock",
+    "timm.models.resnet.BasicBlock",
+    "timm.models.resnet.Bottleneck",
+)
 
 
 @dataclass(frozen=True)
@@ -68,8 +81,12 @@ def _parts(model: nn.Module) -> _Parts | str:
     if isinstance(model, BaselineCNN):
         return _Parts(model.features, [model.features], list(model.classifier))
     name = type(model).__name__
-    if ("Transformer" in name or "ViT" in name or "Attention" in {type(m).__name__ for m in model.modules()}
-            or any(isinstance(m, nn.MultiheadAttention) for m in model.modules())):
+    if (
+        "Transformer" in name
+        or "ViT" in name
+        or "Attention" in {type(m).__name__ for m in model.modules()}
+        or any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+    ):
         return f"{name}: attention mixes the whole window, so a dense run is not the chip model"
     if type(model).__module__.startswith("timm.") and hasattr(model, "forward_features"):
         pool = getattr(model, "global_pool", None)
@@ -89,13 +106,19 @@ def _nonlocal_module(modules: list[nn.Module]) -> str | None:
     every = [module for top in modules for module in top.modules()]
     for module in every:
         name = type(module).__name__
-        if "Excite" in name or "Eca" in name or isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        if (
+            "Excite" in name
+            or "Eca" in name
+            or isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+        ):
             return f"{name} pools over the whole input (squeeze-excitation / global context)"
     for top in modules:
         for module in top.modules():
             if isinstance(module, nn.Sequential) or _qualname(module) in _LOCAL_BLOCKS:
                 continue
-            if type(module) not in _LOCAL_LEAVES:  # exact types: subclasses (Conv2dSame...) pad by input size
+            if (
+                type(module) not in _LOCAL_LEAVES
+            ):  # exact types: subclasses (Conv2dSame...) pad by input size
                 return f"{type(module).__name__} is not a layer known to be local"
     return None
 
@@ -110,7 +133,9 @@ def dense_support(model: nn.Module, meta: ModelMeta) -> str | None:
     return _analyse(model, meta)[1]
 
 
-def dense_scorer(model: nn.Module, meta: ModelMeta, output_stride: int | None = None) -> DenseScorer | None:
+def dense_scorer(
+    model: nn.Module, meta: ModelMeta, output_stride: int | None = None
+) -> DenseScorer | None:
     """The dense form of ``model``, or None where it would not be exact (see :func:`dense_support`).
 
     Args:
@@ -126,23 +151,37 @@ def dense_scorer(model: nn.Module, meta: ModelMeta, output_stride: int | None = 
     if geometry is None:
         return None
     parts, stride, radius = geometry
-    return DenseScorer(model, parts, meta.chip_size, stride, radius, _check_output_stride(output_stride, stride,
-                                                                                            meta.chip_size))
+    return DenseScorer(
+        model,
+        parts,
+        meta.chip_size,
+        stride,
+        radius,
+        _check_output_stride(output_stride, stride, meta.chip_size),
+    )
 
 
 def _check_output_stride(output_stride: int | None, stride: int, chip: int) -> int:
     if output_stride is None:
         return stride
     if output_stride < 1 or output_stride % stride or chip % output_stride:
-        raise ConfigError(f"--output-stride {output_stride}: must be a multiple of the model's feature stride "
-                          f"({stride}) that divides its chip size ({chip})")
+        raise ConfigError(
+            f"--output-stride {output_stride}: must be a multiple of the model's feature stride "
+            f"({stride}) that divides its chip size ({chip})"
+        )
     return output_stride
 
 
-def _analyse(model: nn.Module, meta: ModelMeta) -> tuple[tuple[_Parts, int, int] | None, str | None]:
+def _analyse(
+    model: nn.Module, meta: ModelMeta
+) -> tuple[tuple[_Parts, int, int] | None, str | None]:
     """(parts, feature stride, receptive radius) of a supported model, else (None, reason)."""
     if meta.task != "classify":
-        return None, f"{meta.architecture} is a {meta.task} model (per-pixel output); dense is for chip classifiers"
+        return (
+            None,
+            f"{meta.architecture} is a {meta.task} model (per-pixel output); "
+            "dense is for chip classifiers",
+        )
     parts = _parts(model)
     if isinstance(parts, str):
         return None, parts
@@ -154,7 +193,11 @@ def _analyse(model: nn.Module, meta: ModelMeta) -> tuple[tuple[_Parts, int, int]
         return None, f"{type(model).__name__}: {reason}"
     stride, radius = _probe(model, parts, meta)
     if stride is None:
-        return None, f"{type(model).__name__}: chip size {meta.chip_size} is not a multiple of the feature stride"
+        return (
+            None,
+            f"{type(model).__name__}: chip size {meta.chip_size} is not a multiple of the "
+            "feature stride",
+        )
     return (parts, stride, radius), None
 
 
@@ -199,14 +242,23 @@ def _probe(model: nn.Module, parts: _Parts, meta: ModelMeta) -> tuple[int | None
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
         jump = chip / inputs[0].shape[-1]
-        k, s, p, d = (_pair(getattr(module, a, 1))[0] for a in ("kernel_size", "stride", "padding", "dilation"))
+        k, s, p, d = (
+            _pair(getattr(module, a, 1))[0]
+            for a in ("kernel_size", "stride", "padding", "dilation")
+        )
         span = (k - 1) * d + 1
         reach.append(max(p, span - s - p, 0) * jump)
 
-    handles = [m.register_forward_hook(hook) for top in parts.feature_modules for m in top.modules()
-               if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+    handles = [
+        m.register_forward_hook(hook)
+        for top in parts.feature_modules
+        for m in top.modules()
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
+    ]
     param = next(model.parameters(), None)
-    x = torch.zeros(1, meta.in_chans, chip, chip, device=param.device if param is not None else "cpu")
+    x = torch.zeros(
+        1, meta.in_chans, chip, chip, device=param.device if param is not None else "cpu"
+    )
     try:
         with torch.no_grad():
             fmap = _features(model, parts, x)
@@ -234,12 +286,24 @@ class DenseScorer(nn.Module):
         halo: ``radius`` rounded up to a multiple of ``output_stride``.
     """
 
-    def __init__(self, model: nn.Module, parts: _Parts, chip_size: int, stride: int, radius: int,
-                 output_stride: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        parts: _Parts,
+        chip_size: int,
+        stride: int,
+        radius: int,
+        output_stride: int,
+    ) -> None:
         super().__init__()
         self.model = model
         self._parts = parts
-        self.chip_size, self.stride, self.output_stride, self.radius = chip_size, stride, output_stride, radius
+        self.chip_size, self.stride, self.output_stride, self.radius = (
+            chip_size,
+            stride,
+            output_stride,
+            radius,
+        )
         self.halo = -(-radius // output_stride) * output_stride
         self.pooled = self._pooled(parts.head)
         self.kernel = chip_size // stride
@@ -254,12 +318,17 @@ class DenseScorer(nn.Module):
         """The head's layers after Flatten, linear layers as convolutions."""
         layers: list[nn.Module] = []
         first = True
-        for module in head[(2 if self.pooled else 1):]:
+        for module in head[(2 if self.pooled else 1) :]:
             if isinstance(module, nn.Linear):
                 k = 1 if (self.pooled or not first) else self.kernel
                 stride = 1 if (self.pooled or not first) else self.step
-                conv = nn.Conv2d(module.in_features // (k * k), module.out_features, k, stride,
-                                 bias=module.bias is not None)
+                conv = nn.Conv2d(
+                    module.in_features // (k * k),
+                    module.out_features,
+                    k,
+                    stride,
+                    bias=module.bias is not None,
+                )
                 conv = conv.to(device=module.weight.device, dtype=module.weight.dtype)
                 with torch.no_grad():
                     conv.weight.copy_(module.weight.reshape(conv.weight.shape))
@@ -276,19 +345,25 @@ class DenseScorer(nn.Module):
         return 0 if extent < self.chip_size else (extent - self.chip_size) // self.output_stride + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, bands, H, W)`` normalised pixels -> ``(N, classes, cells(H), cells(W))`` probabilities."""
+        """``(N, bands, H, W)`` normalised pixels -> ``(N, classes, cells(H), cells(W))``."""
         h, w = x.shape[-2:]
         if h < self.chip_size or w < self.chip_size:
-            raise ConfigError(f"dense window {w}x{h} is smaller than one chip ({self.chip_size} px)")
+            raise ConfigError(
+                f"dense window {w}x{h} is smaller than one chip ({self.chip_size} px)"
+            )
         fmap = _features(self.model, self._parts, x)
-        fmap = fmap[..., : h // self.stride, : w // self.stride]  # a partial last cell belongs to no chip
+        fmap = fmap[
+            ..., : h // self.stride, : w // self.stride
+        ]  # a partial last cell belongs to no chip
         rest = list(self.head)
         if self.pooled:
             # Linear first, then the average: both are linear, so they commute, and C -> classes
             # channels first is cheaper. Only dropout (identity in eval) may come before it.
             first = next(i for i, m in enumerate(rest) if isinstance(m, nn.Conv2d))
             conv = rest[first]
-            fmap = nn.functional.avg_pool2d(nn.functional.conv2d(fmap, conv.weight), self.kernel, self.step)
+            fmap = nn.functional.avg_pool2d(
+                nn.functional.conv2d(fmap, conv.weight), self.kernel, self.step
+            )
             if conv.bias is not None:
                 fmap = fmap + conv.bias[:, None, None]
             rest = rest[first + 1 :]

@@ -1,4 +1,4 @@
-"""Dense scoring: a chip classifier run fully convolutionally equals the chip model where it must."""
+"""Dense scoring: a chip classifier run fully convolutionally is the chip model where it must be."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from geoclass.models.registry import architecture_task, create_model
 SUPPORTED = ["cnn", "cnn-wide", "compact", "resnet18", "resnet50"]
 
 
-def _model(name: str, in_chans: int = 3, chip: int = 64, classes: int = 6) -> tuple[nn.Module, ModelMeta]:
+def _model(
+    name: str, in_chans: int = 3, chip: int = 64, classes: int = 6
+) -> tuple[nn.Module, ModelMeta]:
     """Random weights, random batch-norm statistics (so they matter), eval mode."""
     torch.manual_seed(0)
     model = create_model(name, classes, in_chans, chip_size=chip).eval()
@@ -22,8 +24,15 @@ def _model(name: str, in_chans: int = 3, chip: int = 64, classes: int = 6) -> tu
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.normal_(0, 0.2)
             module.running_var.uniform_(0.5, 1.5)
-    meta = ModelMeta(architecture=name, task=architecture_task(name), classes=[f"c{i}" for i in range(classes)],
-                     in_chans=in_chans, chip_size=chip, mean=[0.0] * in_chans, std=[1.0] * in_chans)
+    meta = ModelMeta(
+        architecture=name,
+        task=architecture_task(name),
+        classes=[f"c{i}" for i in range(classes)],
+        in_chans=in_chans,
+        chip_size=chip,
+        mean=[0.0] * in_chans,
+        std=[1.0] * in_chans,
+    )
     return model, meta
 
 
@@ -50,15 +59,20 @@ def test_one_chip_window_equals_the_chip_model(name: str) -> None:
 
 
 def test_every_chip_position_of_a_chip_sized_crop() -> None:
-    """Each cell of a window whose chip lies away from the window edge by the radius is that chip's dense score."""
+    """A cell whose chip lies a halo away from the window edges has the same score in any window."""
     scorer = _scorer("compact")
     x = torch.randn(1, 3, 64 + 2 * scorer.halo + 32, 64 + 2 * scorer.halo)
     with torch.inference_mode():
         whole = scorer(x)
-        for i, j in ((scorer.halo // 16, scorer.halo // 16), (scorer.halo // 16 + 2, scorer.halo // 16)):
+        for i, j in (
+            (scorer.halo // 16, scorer.halo // 16),
+            (scorer.halo // 16 + 2, scorer.halo // 16),
+        ):
             r0, c0 = i * 16 - scorer.halo, j * 16 - scorer.halo
             crop = scorer(x[..., r0 : r0 + 64 + 2 * scorer.halo, c0 : c0 + 64 + 2 * scorer.halo])
-            assert (crop[:, :, scorer.halo // 16, scorer.halo // 16] - whole[:, :, i, j]).abs().max() < 1e-5
+            assert (
+                crop[:, :, scorer.halo // 16, scorer.halo // 16] - whole[:, :, i, j]
+            ).abs().max() < 1e-5
 
 
 def test_coarser_output_stride_is_a_subgrid() -> None:
@@ -72,7 +86,7 @@ def test_coarser_output_stride_is_a_subgrid() -> None:
 
 
 def _tiled(scorer: DenseScorer, x: torch.Tensor, tile: int, halo: int) -> torch.Tensor:
-    """Cells of ``x`` computed tile by tile: ``tile`` cells per axis, each window grown by ``halo``."""
+    """Cells of ``x`` tile by tile: ``tile`` cells per axis, each window grown by ``halo``."""
     h, w = x.shape[-2:]
     rows, cols = scorer.cells(h), scorer.cells(w)
     step, chip = scorer.output_stride, scorer.chip_size
@@ -81,15 +95,25 @@ def _tiled(scorer: DenseScorer, x: torch.Tensor, tile: int, halo: int) -> torch.
         for c0 in range(0, cols, tile):
             r1, c1 = min(r0 + tile, rows), min(c0 + tile, cols)
             top, left = max(0, r0 * step - halo), max(0, c0 * step - halo)
-            bottom, right = min(h, (r1 - 1) * step + chip + halo), min(w, (c1 - 1) * step + chip + halo)
+            bottom, right = (
+                min(h, (r1 - 1) * step + chip + halo),
+                min(w, (c1 - 1) * step + chip + halo),
+            )
             part = scorer(x[..., top:bottom, left:right])
             dr, dc = (r0 * step - top) // step, (c0 * step - left) // step
             out[..., r0:r1, c0:c1] = part[..., dr : dr + r1 - r0, dc : dc + c1 - c0]
     return out
 
 
-@pytest.mark.parametrize(("name", "size", "tiles"), [("cnn", (150, 131), (1, 3)), ("cnn-wide", (170, 203), (1, 3)),
-                                                     ("compact", (200, 180), (2, 3)), ("resnet18", (340, 300), (4,))])
+@pytest.mark.parametrize(
+    ("name", "size", "tiles"),
+    [
+        ("cnn", (150, 131), (1, 3)),
+        ("cnn-wide", (170, 203), (1, 3)),
+        ("compact", (200, 180), (2, 3)),
+        ("resnet18", (340, 300), (4,)),
+    ],
+)
 def test_tiled_equals_whole(name: str, size: tuple[int, int], tiles: tuple[int, ...]) -> None:
     scorer = _scorer(name)
     x = torch.randn(1, 3, *size)
@@ -109,12 +133,15 @@ def test_tiles_without_the_halo_show_seams() -> None:
         assert (_tiled(scorer, x, 3, 0) - scorer(x)).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize(("name", "why"), [
-    ("efficientnet_b3", "SqueezeExcite"),
-    ("hybrid", "attention"),
-    ("fcn", "segment"),
-    ("timm:vit_tiny_patch16_224", "attention"),
-])
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("efficientnet_b3", "SqueezeExcite"),
+        ("hybrid", "attention"),
+        ("fcn", "segment"),
+        ("timm:vit_tiny_patch16_224", "attention"),
+    ],
+)
 def test_unsupported_models_say_why(name: str, why: str) -> None:
     model, meta = _model(name)
     reason = dense_support(model, meta)

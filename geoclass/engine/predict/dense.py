@@ -47,7 +47,9 @@ class DenseStrategy:
 
     def __init__(self, model: nn.Module, meta: ModelMeta, options: StrategyOptions) -> None:
         if not isinstance(options.scorer, DenseScorer):
-            raise ConfigError(f"{meta.architecture}: the dense strategy needs the model's dense scorer")
+            raise ConfigError(
+                f"{meta.architecture}: the dense strategy needs the model's dense scorer"
+            )
         self.meta, self.scorer = meta, options.scorer
         self.device, self.precision = options.device, options.precision
         from geoclass.engine.predict.strategies import tta_views
@@ -62,7 +64,9 @@ class DenseStrategy:
         self.size = meta.chip_size
         self._index: np.ndarray | None = None
 
-    def grid(self, *, window: int | None, stride: int | None, overlap: float | None) -> tuple[int, int]:
+    def grid(
+        self, *, window: int | None, stride: int | None, overlap: float | None
+    ) -> tuple[int, int]:
         """Window side (``window``, default ``DEFAULT_CORE`` plus the overlap) and stride.
 
         Raises:
@@ -71,17 +75,23 @@ class DenseStrategy:
         """
         step, chip = self.scorer.output_stride, self.meta.chip_size
         if overlap is not None:
-            raise ConfigError("--overlap does not apply to --strategy dense: its windows overlap by the "
-                              f"receptive field ({self.overlap} px); give --window or --stride instead")
+            raise ConfigError(
+                "--overlap does not apply to --strategy dense: its windows overlap by the "
+                f"receptive field ({self.overlap} px); give --window or --stride instead"
+            )
         size = window if window is not None else DEFAULT_CORE + self.overlap
         if size < chip or size % step:
-            raise ConfigError(f"--window {size}: the dense strategy needs a multiple of the output stride ({step}) "
-                              f"of at least one chip ({chip} px)")
+            raise ConfigError(
+                f"--window {size}: the dense strategy needs a multiple of the output stride "
+                f"({step}) of at least one chip ({chip} px)"
+            )
         if stride is None:
             stride = max(step, size - self.overlap)
         elif stride < 1 or stride > size or stride % step:
-            raise ConfigError(f"--stride {stride}: the dense strategy needs a multiple of the output stride ({step}) "
-                              f"up to the window size ({size})")
+            raise ConfigError(
+                f"--stride {stride}: the dense strategy needs a multiple of the output stride "
+                f"({step}) up to the window size ({size})"
+            )
         return size, stride
 
     def prepare(self, size: int) -> None:
@@ -92,16 +102,23 @@ class DenseStrategy:
         self.scorer = self.scorer.to(memory_format=torch.channels_last)
 
     def cells(self, xs: list[np.ndarray]) -> np.ndarray:
-        """Cell probabilities ``(N, classes, n, n)`` of a batch of ``(size, size, bands)`` windows."""
-        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
-        per_call = max(1, _PIXELS_PER_CALL // (x.shape[-1] * x.shape[-2]))
+        """Cell probabilities ``(N, classes, n, n)`` of ``(size, size, bands)`` windows."""
+        h, w = xs[0].shape[:2]
+        per_call = max(1, _PIXELS_PER_CALL // (h * w))  # stacked a few at a time: windows are large
         parts = []
         with torch.inference_mode(), self.precision.autocast():
-            for i in range(0, x.shape[0], per_call):
-                xb = x[i : i + per_call].to(self.device, non_blocking=True)
+            for i in range(0, len(xs), per_call):
+                xb = torch.from_numpy(np.stack(xs[i : i + per_call])).to(
+                    self.device, non_blocking=True
+                )
+                xb = xb.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
                 total = None
                 for forward, inverse in self.views:
-                    p = inverse(self.scorer(forward(xb).contiguous(memory_format=torch.channels_last)).float())
+                    p = inverse(
+                        self.scorer(
+                            forward(xb).contiguous(memory_format=torch.channels_last)
+                        ).float()
+                    )
                     total = p if total is None else total + p
                 assert total is not None
                 parts.append((total / len(self.views)).cpu())
@@ -115,4 +132,3 @@ class DenseStrategy:
         idx = self._index
         cells = self.cells(xs)
         return cells[:, :, idx][:, :, :, idx]
-
