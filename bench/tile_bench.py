@@ -36,9 +36,9 @@ from rasterio.windows import Window
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import geoclass.models.model_file  # noqa: F401 - imports torch; keep it out of the timing
-from geoclass.data.tiling import TileConfig, chip_writer, tile
-from geoclass.io.windows import iter_window_grid
+import geoclass.models.model_file  # noqa: E402, F401 - imports torch; keep it out of the timing
+from geoclass.data.tiling import TileConfig, chip_writer, tile  # noqa: E402 - after the sys.path line
+from geoclass.io.windows import iter_window_grid  # noqa: E402
 
 SHARED = Path(os.environ.get("GEOCLASS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SCENES = {

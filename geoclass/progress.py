@@ -6,8 +6,9 @@ the CLI renders these with rich, a notebook can pass its own function, and ``Non
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 EventKind = Literal["start", "advance", "end", "message", "metrics"]
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from geoclass.cli.options import (
-    PANEL_INPUT,
     JsonOpt,
     NodataOpt,
     OverwriteOpt,

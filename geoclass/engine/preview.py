@@ -18,8 +18,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from geoclass.errors import ConfigError, InputNotFoundError, RasterOpenError
 from geoclass.io.class_map import CLASS_MAP_NODATA, read_class_metadata
-from geoclass.palette import colors_for_classes
 from geoclass.io.outputs import atomic_output, check_output_path, input_files
+from geoclass.palette import colors_for_classes
 
 __all__ = ["legend_entries", "render_preview"]
 

@@ -8,14 +8,15 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from timm.utils import ModelEmaV3
+from torch import nn
 from torch.utils.data import DataLoader
 
 from geoclass.data.chip_cache import ChipCache, chip_cache_bytes
@@ -25,8 +26,7 @@ from geoclass.data.transforms import Augmenter, max_value_of
 from geoclass.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from geoclass.engine.device import Precision, select_device, select_precision
 from geoclass.engine.metrics import classification_summary, segmentation_summary
-from geoclass.errors import (ConfigError, DatasetError, InputNotFoundError, Interrupted, ModelError,
-                             OutputExistsError)
+from geoclass.errors import ConfigError, DatasetError, InputNotFoundError, Interrupted, ModelError, OutputExistsError
 from geoclass.io.outputs import free_bytes
 from geoclass.models.model_file import ModelMeta, save_model_file
 from geoclass.models.registry import architecture_task, create_model

@@ -32,6 +32,7 @@ from shapely.geometry.polygon import orient
 from geoclass.errors import BandError, ConfigError, GeoclassError
 from geoclass.io.class_map import read_class_metadata
 from geoclass.io.outputs import input_files, is_io_error, temp_path, write_error
+from geoclass.io.reader import open_scene
 from geoclass.io.vector_files import (
     VECTOR_DRIVERS,
     check_vector_output,
@@ -39,7 +40,6 @@ from geoclass.io.vector_files import (
     discard_vector,
     vector_driver,
 )
-from geoclass.io.reader import open_scene
 from geoclass.progress import ProgressCallback, Reporter
 
 __all__ = ["VECTOR_DRIVERS", "VectorResult", "polygonize_class_map"]

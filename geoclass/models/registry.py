@@ -7,8 +7,9 @@ sees every architecture geoclass knows in one place. Any timm model is reachable
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from torch import nn
 

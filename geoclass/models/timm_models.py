@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from torch import nn
 

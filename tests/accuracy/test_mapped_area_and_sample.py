@@ -28,7 +28,7 @@ from geoclass.errors import (
 )
 from geoclass.io.class_map import write_class_metadata
 from geoclass.progress import ProgressEvent
-from tests.conftest import UTM_TRANSFORM, make_raster
+from tests.conftest import make_raster
 
 WGS84_A = 6378137.0
 WGS84_F = 1 / 298.257223563

@@ -16,7 +16,6 @@ from geoclass.errors import ModelError
 from geoclass.models.registry import create_model
 from tests.engine.test_train_eval import make_class_folders
 
-
 # --- --pretrained without network ---------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Inputs on the output grid are read directly; others are read around the block's footprint and
 reprojected in memory (nearest neighbour for class maps), so memory is bounded by the block size
 whatever the input sizes. Where inputs overlap, the ``first`` valid one wins, the ``last`` one,
-or the one with the highest confidence (``max-confidence``: a class map's second band). A pixel is valid when it is valid in every band the input gives.
+or the one with the highest confidence (``max-confidence``: a class map's second band).
+A pixel is valid when it is valid in every band the input gives.
 """
 
 from __future__ import annotations
