@@ -5,8 +5,8 @@ Two kinds of label source are understood:
 * vector features (anything fiona reads: Shapefile, GeoPackage, GeoJSON, ...) with a class field,
   reprojected to the scene's CRS once, kept in memory with a shapely STRtree, and rasterised per
   window (only the features that touch the window);
-* a class raster on the same or another grid, read per window through a ``WarpedVRT`` onto the
-  scene's grid with nearest-neighbour resampling.
+* a class raster on the same or another grid, read per window onto the scene's grid
+  (``geoclass.io.regrid``, nearest neighbour).
 
 Either way ``read(window)`` returns a ``uint8`` array of class ids, ``UNLABELLED`` (255) where no
 label applies. Class ids are positions in ``classes``; the label values they come from are kept in
@@ -34,7 +34,6 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.features import rasterize
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -42,6 +41,7 @@ from rasterio.windows import Window
 from geoclass.errors import ConfigError, InputNotFoundError, LabelError
 from geoclass.io.extent import boxes_overlap, crs_name, format_bounds, one_line, ordered_bounds
 from geoclass.io.reader import Scene
+from geoclass.io.regrid import GridSpec, OnGrid, open_on_grid
 from geoclass.io.windows import iter_window_grid, window_bounds, window_transform
 from geoclass.progress import ProgressCallback, Reporter
 
@@ -678,32 +678,27 @@ class RasterLabels:
                              "raster must hold class ids")
         return sorted(int(v) for v in found)
 
-    def _dataset(self) -> Any:
-        ds = getattr(self._local, "ds", None)
-        if ds is None:
+    def _dataset(self) -> OnGrid:
+        on = getattr(self._local, "on", None)
+        if on is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 src = rasterio.open(self.path)
-            if self.same_grid:
-                ds = src
-            else:
-                ds = WarpedVRT(
-                    src,
-                    src_crs=self._src_crs,
-                    src_transform=self._src_transform,
-                    crs=self._scene_crs,
-                    transform=self._scene_transform,
-                    width=self._scene_shape[0],
-                    height=self._scene_shape[1],
-                    resampling=Resampling.nearest,
-                    add_alpha=self._nodata is None,
-                )
-                with self._lock:
-                    self._handles.append(src)
             with self._lock:
-                self._handles.append(ds)
-            self._local.ds = ds
-        return ds
+                self._handles.append(src)
+            on = open_on_grid(
+                src,
+                GridSpec(self._scene_crs, self._scene_transform, *self._scene_shape),
+                resampling=Resampling.nearest,
+                src_crs=self._src_crs,
+                src_transform=self._src_transform,
+                add_alpha=self._nodata is None,
+                warp=not self.same_grid,
+            )
+            with self._lock:
+                self._handles.append(on)
+            self._local.on = on
+        return on
 
     def read(self, window: Window) -> np.ndarray | None:
         """Class ids of ``window`` on the scene grid (``UNLABELLED`` where none); None if no label."""
@@ -722,16 +717,11 @@ class RasterLabels:
         return out
 
     def _read_inside(self, window: Window) -> np.ndarray | None:
-        ds = self._dataset()
-        valid: np.ndarray | None = None
-        if self.same_grid or self._nodata is not None:
-            data = ds.read(self._band, window=window)
-            if self._nodata is not None:
-                nd = self._nodata
-                valid = ~np.isnan(data) if isinstance(nd, float) and math.isnan(nd) else data != nd
-        else:
-            both = ds.read([self._band, ds.count], window=window)
-            data, valid = both[0], both[1] > 0
+        both, valid = self._dataset().read([self._band], window)
+        data = both[0]
+        if self._nodata is not None:
+            nd = self._nodata
+            valid = ~np.isnan(data) if isinstance(nd, float) and math.isnan(nd) else data != nd
         if self._lut is not None:
             ids = self._lut[data.astype(np.int64) - self._lut_offset]
         else:

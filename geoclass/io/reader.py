@@ -23,7 +23,6 @@ from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
@@ -35,6 +34,7 @@ from geoclass.errors import (
     RasterOpenError,
 )
 from geoclass.io.extent import boxes_overlap, format_bounds, ordered_bounds
+from geoclass.io.regrid import GridSpec, OnGrid, grid_offset, open_on_grid
 from geoclass.io.stats import BandStatistics, StatsAccumulator
 from geoclass.io.windows import (
     GridWindow,
@@ -49,9 +49,6 @@ __all__ = ["BandStatistics", "Scene", "open_scene"]
 
 PathLike = str | os.PathLike[str]
 
-# A member whose grid is offset from the reference by a whole number of pixels (within this
-# tolerance, in pixels) is read directly with shifted windows instead of being warped.
-_ALIGN_TOL = 1e-6
 _MASK_FLAGS_NEEDING_READ = MaskFlags.per_dataset | MaskFlags.alpha
 _OPEN_LOCK = threading.Lock()
 _VECTOR_SUFFIXES = {".shp", ".gpkg", ".geojson", ".json", ".kml", ".fgb", ".gml", ".csv"}
@@ -172,24 +169,8 @@ def _pixel_area_in(member: _Member, crs: CRS | None) -> float:
     return abs((right - left) * (top - bottom)) / (member.width * member.height)
 
 
-def _alignment(member: _Member, ref: _Member) -> tuple[int, int] | None:
-    """Whole-pixel (col, row) shift from the reference grid to ``member``'s, or None."""
-    if member.crs != ref.crs:
-        return None
-    t, r = member.transform, ref.transform
-    if not all(
-        math.isclose(x, y, rel_tol=1e-9, abs_tol=0.0)
-        for x, y in ((t.a, r.a), (t.b, r.b), (t.d, r.d), (t.e, r.e))
-    ):
-        return None
-    # Reference pixel (0, 0) in member pixel coordinates.
-    inv = ~t
-    col = r.c * inv.a + r.f * inv.b + inv.c
-    row = r.c * inv.d + r.f * inv.e + inv.f
-    icol, irow = round(col), round(row)
-    if abs(col - icol) > _ALIGN_TOL or abs(row - irow) > _ALIGN_TOL:
-        return None
-    return int(icol), int(irow)
+def _grid(member: _Member) -> GridSpec:
+    return GridSpec(member.crs, member.transform, member.width, member.height)
 
 
 def _is_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:
@@ -234,7 +215,7 @@ class _Handles:
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.pid = os.getpid()
-        self.datasets: dict[int, Any] = {}
+        self.datasets: dict[int, OnGrid] = {}
         self.sources: list[Any] = []
 
     def close(self) -> None:
@@ -411,39 +392,31 @@ class Scene:
                 self._all_handles.append(h)
         return h
 
-    def _dataset(self, mi: int) -> Any:
+    def _dataset(self, mi: int) -> OnGrid:
         h = self._handles()
-        ds = h.datasets.get(mi)
-        if ds is None:
+        on = h.datasets.get(mi)
+        if on is None:
             m = self._members[mi]
             src = _open_dataset(m.path)
-            if m.warp:
-                h.sources.append(src)
-                ref = self._members[self._ref_index]
-                try:
-                    ds = WarpedVRT(
-                        src,
-                        crs=ref.crs,
-                        transform=ref.transform,
-                        width=ref.width,
-                        height=ref.height,
-                        resampling=Resampling[self._resampling],
-                        add_alpha=True,
-                        **(
-                            {"src_nodata": self._nodata_override}
-                            if self._nodata_override is not None
-                            else {}
-                        ),
-                    )
-                except RasterioError as exc:
-                    raise GeoreferenceError(
-                        f"{m.path}: cannot be resampled onto the grid of "
-                        f"{ref.path} ({_short_reason(exc, m.path)})"
-                    ) from exc
-            else:
-                ds = src
-            h.datasets[mi] = ds
-        return ds
+            h.sources.append(src)
+            ref = self._members[self._ref_index]
+            try:
+                on = open_on_grid(
+                    src,
+                    _grid(ref),
+                    resampling=Resampling[self._resampling],
+                    src_crs=m.crs,
+                    src_transform=m.transform,
+                    src_nodata=self._nodata_override,
+                    warp=m.warp,
+                )
+            except RasterioError as exc:
+                raise GeoreferenceError(
+                    f"{m.path}: cannot be resampled onto the grid of "
+                    f"{ref.path} ({_short_reason(exc, m.path)})"
+                ) from exc
+            h.datasets[mi] = on
+        return on
 
     def close(self) -> None:
         """Close every handle of every thread. A later read reopens files lazily."""
@@ -490,38 +463,13 @@ class Scene:
         locals_ = sorted({lb for lb, _ in self._plan[mi]})
         c0, r0, c1, r1 = box
         h, w = r1 - r0, c1 - c0
-        ds = self._dataset(mi)
-        covered: np.ndarray | None = None
+        on = self._dataset(mi)
         try:
-            if m.warp:
-                alpha = ds.count  # the alpha band WarpedVRT added
-                arr = ds.read([*locals_, alpha], window=Window(c0, r0, w, h))
-                # Alpha also carries the source's nodata and masks, resampled.
-                data, covered = arr[:-1], arr[-1] > 0
-                if covered.all():
-                    covered = None
-                return data, covered, covered
-            mc0, mr0 = c0 + m.col_shift, r0 + m.row_shift
-            inner = _intersect(Window(mc0, mr0, w, h), m.width, m.height)
-            if inner == (mc0, mr0, mc0 + w, mr0 + h):
-                data = ds.read(locals_, window=Window(mc0, mr0, w, h))
-            else:
-                # Part of the scene this member does not cover.
-                data = np.zeros(
-                    (len(locals_), h, w),
-                    dtype=np.result_type(*[m.dtypes[lb - 1] for lb in locals_]),
-                )
-                covered = np.zeros((h, w), bool)
-                if inner is not None:
-                    ic0, ir0, ic1, ir1 = inner
-                    sl = np.s_[ir0 - mr0 : ir1 - mr0, ic0 - mc0 : ic1 - mc0]
-                    data[(slice(None), *sl)] = ds.read(
-                        locals_, window=Window(ic0, ir0, ic1 - ic0, ir1 - ir0)
-                    )
-                    covered[sl] = True
+            data, covered = on.read(locals_, Window(c0, r0, w, h))
             valid = covered
-            if want_mask:
-                valid = self._direct_mask(ds, m, locals_, data, covered, (mc0, mr0, w, h))
+            if want_mask and on.offset is not None:
+                mwin = (c0 + on.offset[0], r0 + on.offset[1], w, h)
+                valid = self._direct_mask(on.dataset, m, locals_, data, covered, mwin)
         except RasterioError as exc:
             raise RasterOpenError(
                 f"{m.path}: read failed at window col={c0} row={r0} {w}x{h} "
@@ -833,7 +781,7 @@ def open_scene(
 
     resolved: list[_Member] = []
     for m in members:
-        shift = _alignment(m, ref)
+        shift = grid_offset(m.crs, m.transform, _grid(ref))
         if shift is None and m.crs is None:
             raise GeoreferenceError(
                 f"{m.path}: is not on the pixel grid of {ref.path} and neither has a CRS, "
