@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from geoclass.cli import render
 from geoclass.cli.app import app
 from geoclass.cli.render import ProgressRenderer
-from geoclass.engine import train as train_module
-from geoclass.engine.checkpoint import load_checkpoint
 from geoclass.engine.train import TrainConfig, resume, train
+from geoclass.engine.train import loop as train_loop
+from geoclass.engine.train.checkpoint import load_checkpoint
 from geoclass.errors import ConfigError, Interrupted
 from geoclass.models.model_file import ModelMeta, save_model_file
 from geoclass.models.registry import create_model
@@ -209,7 +209,7 @@ def test_ctrl_c_in_the_first_epoch_says_what_is_saved(folders: Path, tmp_path: P
                                                       saved: str) -> None:
     # Each training batch takes 100 s of a fake clock: with 5 minutes, batches 4 and 7 checkpoint.
     fake = FakeClock()
-    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=fake, perf_counter=time.perf_counter))
+    monkeypatch.setattr(train_loop, "time", SimpleNamespace(monotonic=fake, perf_counter=time.perf_counter))
 
     def slow_batches(event: ProgressEvent) -> None:
         if event.kind == "advance" and event.task == "train":

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from geoclass.engine.checkpoint import load_checkpoint
 from geoclass.engine.train import LAST_CKPT, TrainConfig, resume, train
+from geoclass.engine.train.checkpoint import load_checkpoint
 from geoclass.errors import ConfigError, ModelError
 from tests.engine.test_train_eval import make_class_folders
 

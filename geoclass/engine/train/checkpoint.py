@@ -19,7 +19,7 @@ import torch
 from geoclass.errors import ModelError
 from geoclass.io.outputs import atomic_output
 
-__all__ = ["get_rng_state", "load_checkpoint", "save_checkpoint", "set_rng_state"]
+__all__ = ["get_rng_state", "load_checkpoint", "read_partial", "save_checkpoint", "set_rng_state"]
 
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "meta", "rng")
 
@@ -106,3 +106,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_partial(found: Any, epoch: int, steps: int) -> dict[str, Any] | None:
+    """The within-epoch part of a checkpoint, checked against the run (ValueError if it does not fit)."""
+    if found is None:
+        return None
+    part = {"epoch": int(found["epoch"]), "batches": int(found["batches"]),
+            "batches_total": int(found["batches_total"]), "loss_sum": float(found["loss_sum"]),
+            "seen": int(found["seen"]), "correct": int(found["correct"]), "seconds": float(found["seconds"])}
+    if part["epoch"] != epoch or part["batches_total"] != steps or not 0 <= part["batches"] <= steps:
+        raise ValueError(f"it holds {part['batches']} of {part['batches_total']} batches of epoch {part['epoch']}, "
+                         f"the run continues at epoch {epoch} with {steps} batches per epoch")
+    return part
