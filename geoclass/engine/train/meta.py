@@ -11,6 +11,7 @@ from geoclass.data.chips import read_chip
 from geoclass.data.samples import Sample, SampleSet
 from geoclass.engine.train.config import TrainConfig
 from geoclass.errors import DatasetError
+from geoclass.io.stats import StatsAccumulator
 from geoclass.models.model_file import ModelMeta
 from geoclass.models.registry import architecture_task
 
@@ -50,26 +51,31 @@ def build_meta(config: TrainConfig, train_set: SampleSet) -> ModelMeta:
 
 def compute_band_statistics(samples: list[Sample], meta: ModelMeta, bands: list[int] | None, limit: int,
                             seed: int) -> tuple[list[float], list[float], float, float]:
-    """Per-band mean and std in model units over (a sample of) the training chips, the value range
-    (a bright level) and the floor (a dark level: the lowest band's typical 0.5th percentile)."""
+    """Band statistics in model units over (a sample of at most ``limit``) training chips.
+
+    Mean and std per band come from ``geoclass.io.stats`` (chips merged one by one); the value range
+    (a bright level) and floor (a dark level) are the medians over chips of each chip's 99.5th and
+    0.5th percentile, the brightest band's and the darkest band's.
+
+    Returns:
+        ``(mean, std, value_range, floor)``; the std is at least 1e-6, the range 255 for uint8 data.
+    """
     rng = random.Random(seed)
     chosen = samples if len(samples) <= limit else rng.sample(samples, limit)
-    total = total_sq = None
-    count = 0
+    moments: StatsAccumulator | None = None
     high: list[np.ndarray] = []
     low: list[np.ndarray] = []
     for sample in chosen:
         values = meta.to_model_units(read_chip(str(sample.path), bands)).astype(np.float64)
         flat = values.reshape(values.shape[0], -1)
-        total = flat.sum(1) if total is None else total + flat.sum(1)
-        total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
-        count += flat.shape[1]
+        if moments is None:
+            moments = StatsAccumulator(flat.shape[0], np.float64, percentiles=())
+        moments.update(flat)
         dark, bright = np.percentile(flat, [0.5, 99.5], axis=1)
         low.append(dark)
         high.append(bright)
-    assert total is not None and total_sq is not None
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    assert moments is not None
+    stats = moments.result()
     value_range = 255.0 if meta.train_dtype == "uint8" else float(np.max(np.median(np.stack(high), axis=0)))
     floor = float(np.min(np.median(np.stack(low), axis=0)))
-    return mean.tolist(), np.maximum(std, 1e-6).tolist(), value_range, floor
+    return list(stats.mean), np.maximum(stats.std, 1e-6).tolist(), value_range, floor
