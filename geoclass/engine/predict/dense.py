@@ -40,7 +40,12 @@ _PIXELS_PER_CALL = 1 << 21  # input pixels per forward pass (about 2 MP: bounded
 
 
 class DenseStrategy:
-    """Chip classifiers whose head is pooling + linear layers (see ``geoclass.models.dense``)."""
+    """Chip classifiers whose head is pooling + linear layers (see ``geoclass.models.dense``).
+
+    Attributes:
+        max_batch: Windows worth batching per call (about 2 MP of input); larger batches only
+            hold more score maps in memory.
+    """
 
     name = "dense"
     blending: Blending = "pixel"
@@ -62,6 +67,7 @@ class DenseStrategy:
         self.margin = meta.chip_size // 2 + step // 2 + self.scorer.halo
         self.overlap = -(-2 * self.margin // step) * step + step  # 2 margins + a ramp of one cell
         self.size = meta.chip_size
+        self.max_batch = 1  # windows per call that keep one forward pass near _PIXELS_PER_CALL
         self._index: np.ndarray | None = None
 
     def grid(
@@ -96,6 +102,7 @@ class DenseStrategy:
 
     def prepare(self, size: int) -> None:
         self.size = size
+        self.max_batch = max(1, _PIXELS_PER_CALL // (size * size))
         step, chip, n = self.scorer.output_stride, self.meta.chip_size, self.scorer.cells(size)
         # Pixel -> cell: the cell whose chip centre is nearest (edge cells extend to the edge).
         self._index = np.clip((np.arange(size) - (chip - step) // 2) // step, 0, n - 1)
@@ -103,8 +110,7 @@ class DenseStrategy:
 
     def cells(self, xs: list[np.ndarray]) -> np.ndarray:
         """Cell probabilities ``(N, classes, n, n)`` of ``(size, size, bands)`` windows."""
-        h, w = xs[0].shape[:2]
-        per_call = max(1, _PIXELS_PER_CALL // (h * w))  # stacked a few at a time: windows are large
+        per_call = self.max_batch  # stacked a few at a time: windows are large
         parts = []
         with torch.inference_mode(), self.precision.autocast():
             for i in range(0, len(xs), per_call):
