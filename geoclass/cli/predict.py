@@ -69,8 +69,9 @@ def predict(
             help="How the model is run over the scene. windows: one forward pass per window "
             "(any model). dense: a chip classifier run fully convolutionally over large "
             "windows, giving scores on a finer grid (--output-stride) in less time; only for "
-            "models where that is exact. pixel: per-pixel models. auto: dense where the model "
-            "supports it, else windows.",
+            "models where that is exact (about 1.5x the speed and 4x the cells of windows for the "
+            "shipped model). pixel: per-pixel models (none yet). auto: windows for now; dense is "
+            "opt-in.",
             rich_help_panel=PANEL_MODEL,
         ),
     ] = "auto",

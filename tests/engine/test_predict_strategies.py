@@ -108,8 +108,9 @@ def test_windows_always_works_even_where_dense_could_run(
 
 
 def test_auto_and_dense_use_a_registered_dense_strategy_with_the_scorer(
-    tmp_path: Path, fake_dense: dict[str, Any]
+    tmp_path: Path, fake_dense: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(strategies, "AUTO_PICKS_DENSE", True)  # the day auto picks dense
     model, meta = load_model_file(make_model(tmp_path / "m.safetensors", "cnn", chip=16))
     for name in ("auto", "dense"):
         strategy = select_strategy(name, model, meta, OPTIONS, "m")
@@ -117,8 +118,9 @@ def test_auto_and_dense_use_a_registered_dense_strategy_with_the_scorer(
 
 
 def test_auto_falls_back_to_windows_for_a_model_dense_rejects(
-    tmp_path: Path, fake_dense: dict[str, Any]
+    tmp_path: Path, fake_dense: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(strategies, "AUTO_PICKS_DENSE", True)
     fake_dense.update(scorer=None, why="its head is not global pooling + a linear layer")
     model, meta = load_model_file(make_model(tmp_path / "m.safetensors", "cnn", chip=16))
     assert select_strategy("auto", model, meta, OPTIONS, "m").name == "windows"
@@ -250,3 +252,10 @@ def test_cli_strategy_options(tmp_path: Path, scene: Path, cnn: Path, no_dense: 
         lines = result.stderr.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_auto_stays_windows_while_dense_is_opt_in(tmp_path: Path) -> None:
+    model, meta = load_model_file(make_model(tmp_path / "m.safetensors", "compact", chip=64))
+    assert "dense" in STRATEGIES and not strategies.AUTO_PICKS_DENSE
+    assert select_strategy("auto", model, meta, OPTIONS, "m").name == "windows"
+    assert select_strategy("dense", model, meta, OPTIONS, "m").name == "dense"

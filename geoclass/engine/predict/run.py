@@ -260,10 +260,12 @@ def _pipeline(job: _Job, plan: Plan, rasters: out.OutputRasters) -> int:
     c, scene, meta, strategy = job.config, job.scene, job.meta, job.strategy
     workers = c.workers if c.workers is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
     strategy.prepare(job.size)
+    # Large dense windows: batch only as many as one forward call takes (memory stays flat).
+    batch_size = min(c.batch_size, getattr(strategy, "max_batch", c.batch_size))
     try:
         return run_pipeline(
             plan,
-            plan.column_groups(scene.count, c.batch_size),
+            plan.column_groups(scene.count, batch_size),
             lambda row_off, cols: load_chunk(scene, meta, row_off, cols, job.size),
             strategy,
             lambda emit: make_blender(
@@ -283,7 +285,7 @@ def _pipeline(job: _Job, plan: Plan, rasters: out.OutputRasters) -> int:
             rasters.handle,
             job.reporter,
             workers=workers,
-            batch_size=c.batch_size,
+            batch_size=batch_size,
         )
     except KeyboardInterrupt:
         if rasters.rows_done > 0:
