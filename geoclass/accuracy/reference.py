@@ -47,6 +47,7 @@ from geoclass.io.labels import (
     is_number,
     is_usable_label,
     is_vector_path,
+    pick_vector_layer,
     reproject_geometries,
     value_name,
 )
@@ -345,18 +346,7 @@ def _read_vector(
     progress: ProgressCallback | None,
 ) -> ReferenceSample:
     report = Reporter(progress)
-    try:
-        layers = fiona.listlayers(path)
-    except (FionaError, OSError, ValueError) as exc:
-        raise LabelError(f"{path}: not a vector file fiona can read ({one_line(exc)})") from exc
-    if not layers:
-        raise LabelError(f"{path}: has no vector layer")
-    if layer is None:
-        layer = layers[0]
-        if len(layers) > 1:
-            report.info(f"{path}: has {len(layers)} layers ({', '.join(layers)}); using {layer!r}")
-    elif layer not in layers:
-        raise LabelError(f"{path}: no layer {layer!r}; the layers are: {', '.join(layers)}")
+    layer = pick_vector_layer(path, layer, report)
     geoms: list[Any] = []
     labels: list[Any] = []
     drawn: list[Any] = []

@@ -55,6 +55,7 @@ __all__ = [
     "is_number",
     "is_usable_label",
     "is_vector_path",
+    "pick_vector_layer",
     "read_class_file",
     "reproject_geometries",
     "resolve_classes",
@@ -270,6 +271,27 @@ def _scene_bounds(scene: Scene) -> tuple[float, float, float, float]:
     return ordered_bounds(window_bounds(scene.transform, Window(0, 0, scene.width, scene.height)))
 
 
+def pick_vector_layer(path: str, layer: str | None, report: Reporter) -> str:
+    """The layer of a vector file to read: ``layer``, or the first (with a note when there are more).
+
+    Raises:
+        LabelError: Not a vector file, no layer, or no layer of that name.
+    """
+    try:
+        layers = fiona.listlayers(path)
+    except (FionaError, OSError, ValueError) as exc:
+        raise LabelError(f"{path}: not a vector file fiona can read ({one_line(exc)})") from exc
+    if not layers:
+        raise LabelError(f"{path}: has no vector layer")
+    if layer is None:
+        layer = layers[0]
+        if len(layers) > 1:
+            report.info(f"{path}: has {len(layers)} layers ({', '.join(layers)}); using {layer!r}")
+    elif layer not in layers:
+        raise LabelError(f"{path}: no layer {layer!r}; the layers are: {', '.join(layers)}")
+    return layer
+
+
 def is_vector_path(path: str, layer: str | None) -> bool:
     suffix = Path(path).suffix.lower()
     if suffix in _RASTER_SUFFIXES and layer is None:
@@ -327,18 +349,7 @@ class VectorLabels:
         report = Reporter(progress)
         self.path = os.fspath(path)
         self._scene_transform = scene.transform
-        try:
-            layers = fiona.listlayers(self.path)
-        except (FionaError, OSError, ValueError) as exc:
-            raise LabelError(f"{self.path}: not a vector file fiona can read ({one_line(exc)})") from exc
-        if not layers:
-            raise LabelError(f"{self.path}: has no vector layer")
-        if layer is None:
-            layer = layers[0]
-            if len(layers) > 1:
-                report.info(f"{self.path}: has {len(layers)} layers ({', '.join(layers)}); using {layer!r}")
-        elif layer not in layers:
-            raise LabelError(f"{self.path}: no layer {layer!r}; the layers are: {', '.join(layers)}")
+        layer = pick_vector_layer(self.path, layer, report)
         geoms: list[Any] = []
         raw_values: list[Any] = []
         try:
