@@ -13,6 +13,7 @@ from torch import nn
 from geoclass.errors import BandError, ConfigError, InputNotFoundError, ModelError
 from geoclass.io.raster_writer import NODATA
 from geoclass.io.reader import Scene
+from geoclass.models.fold import fold_batch_norm
 from geoclass.models.model_file import (
     ModelMeta,
     default_model_path,
@@ -59,6 +60,7 @@ def load_model(path: Path, device: torch.device) -> tuple[nn.Module, ModelMeta]:
         raise ModelError(f"{path}: unknown task {meta.task!r} (expected classify or segment)")
     if meta.num_classes > NODATA:
         raise ModelError(f"{path}: {meta.num_classes} classes do not fit a uint8 map (at most 255)")
+    fold_batch_norm(model.eval())  # one pass over the activations instead of two
     return model, meta
 
 
@@ -81,7 +83,9 @@ def check_bands(
     )
 
 
-def warn_about_scene(scene: Scene, meta: ModelMeta, size: int, reporter: Reporter) -> None:
+def warn_about_scene(
+    scene: Scene, meta: ModelMeta, size: int, reporter: Reporter, unit: str = "window"
+) -> None:
     """Warn about what makes the map less regular or less reliable than it looks."""
     if scene.gcps is not None:
         reporter.warn(
@@ -98,11 +102,11 @@ def warn_about_scene(scene: Scene, meta: ModelMeta, size: int, reporter: Reporte
             f"{meta.train_dtype} "
             "and stores no scaling for this type; values are used as they are"
         )
-    _warn_small_scene(scene, size, reporter)
+    _warn_small_scene(scene, size, reporter, unit)
 
 
-def _warn_small_scene(scene: Scene, size: int, reporter: Reporter) -> None:
-    """A scene smaller than a window is predicted from a mostly padded window: say so."""
+def _warn_small_scene(scene: Scene, size: int, reporter: Reporter, unit: str) -> None:
+    """A scene smaller than a window (or chip) is predicted from mostly padding: say so."""
     width, height = scene.width, scene.height
     if width >= size and height >= size:
         return
@@ -111,6 +115,6 @@ def _warn_small_scene(scene: Scene, size: int, reporter: Reporter) -> None:
     shown = f"{padding:.0f}" if padding < 99.5 else f"{padding:.2f}"
     reporter.warn(
         f"{scene.name}: {width}x{height} px is smaller than the model's "
-        f"{size}x{size} px window; the map comes from windows that are {shown}% padding "
+        f"{size}x{size} px {unit}; the map comes from {unit}s that are {shown}% padding "
         f"({real:,} real pixel{'s' if real != 1 else ''} each), so expect it to be less reliable"
     )
