@@ -52,8 +52,8 @@ def child(args: argparse.Namespace) -> None:
     from geoclass.engine.device import select_device, select_precision
     from geoclass.engine.predict import PredictConfig, predict, strategies
     from geoclass.engine.predict.dense import _PIXELS_PER_CALL, DenseStrategy
+    from geoclass.engine.predict.inputs import load_model
     from geoclass.models.dense import dense_scorer
-    from geoclass.models.model_file import load_model_file
 
     strategies.STRATEGIES.setdefault("dense", DenseStrategy)  # until strategies.py registers it
     state: dict[str, Any] = {"windows": 0, "t0": None, "t1": None}
@@ -70,18 +70,24 @@ def child(args: argparse.Namespace) -> None:
 
     device = select_device(args.device)
     precision = select_precision(device, "auto")
-    model, meta = load_model_file(args.model, device)
+    model, meta = load_model(Path(args.model), device)  # as predict loads it (batch norm folded)
     # The model's own forward on inputs of predict's shape, already in memory.
     if args.strategy == "dense":
         scorer = dense_scorer(model, meta)
         assert scorer is not None
         options = strategies.StrategyOptions(device=device, precision=precision, scorer=scorer)
-        size, _ = DenseStrategy(model, meta, options).grid(
-            window=args.dense_window, stride=None, overlap=None
+        dense = DenseStrategy(model, meta, options)
+        import rasterio
+
+        with rasterio.open(args.vrt) as ds:
+            width, height = ds.width, ds.height
+        size, _ = dense.grid(
+            window=args.dense_window, stride=None, overlap=None, width=width, height=height
         )
         per_call = max(1, _PIXELS_PER_CALL // size**2)
         fn: Any = scorer.to(memory_format=torch.channels_last)
-        shape = (per_call, meta.in_chans, size, size)
+        scored = dense.lattice.scored(size)  # the part of a window that is scored
+        shape = (per_call, meta.in_chans, scored, scored)
     else:
         per_call = args.batch_size
         fn = model.to(memory_format=torch.channels_last)

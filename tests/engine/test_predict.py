@@ -146,7 +146,7 @@ def test_segmenter_tiled_equals_whole_image(
 def test_classifier_chip_scores_cover_their_chips(tmp_path: Path, cnn: Path) -> None:
     img = smooth_image(3, 16, 48, seed=3)
     src = make_raster(tmp_path / "s.tif", img)
-    run(src, cnn, tmp_path / "m.tif", stride=16, probabilities=tmp_path / "p.tif")
+    run(src, cnn, tmp_path / "m.tif", stride=16, probabilities=tmp_path / "p.tif", strategy="windows")
     model, meta = load_model_file(cnn)
     chips = np.stack([meta.preprocess(img[:, :, i : i + 16], "uint8") for i in (0, 16, 32)])
     with torch.inference_mode():
@@ -161,7 +161,14 @@ def test_classifier_chip_scores_cover_their_chips(tmp_path: Path, cnn: Path) -> 
 def test_classifier_overlap_averages_neighbouring_chips(
     tmp_path: Path, scene: Path, cnn: Path
 ) -> None:
-    res = run(scene, cnn, tmp_path / "m.tif", probabilities=tmp_path / "p.tif", confidence=True)
+    res = run(
+        scene,
+        cnn,
+        tmp_path / "m.tif",
+        probabilities=tmp_path / "p.tif",
+        confidence=True,
+        strategy="windows",
+    )
     assert (res.window, res.stride) == (16, 8)  # default overlap 0.5
     probs = read(tmp_path / "p.tif").astype(int)
     classes = read(tmp_path / "m.tif")[0]
@@ -267,7 +274,9 @@ def test_bad_options(tmp_path: Path, scene: Path, cnn: Path) -> None:
     with pytest.raises(ConfigError, match="stride"):
         run(scene, cnn, tmp_path / "m.tif", stride=17)
     with pytest.raises(ConfigError, match="chip size"):
-        run(scene, cnn, tmp_path / "m.tif", window=32)
+        run(scene, cnn, tmp_path / "m.tif", window=32, strategy="windows")
+    with pytest.raises(ConfigError, match="multiple of the output stride"):
+        run(scene, cnn, tmp_path / "m.tif", window=50)
     with pytest.raises(ConfigError, match=".tif"):
         run(scene, cnn, tmp_path / "m.png")
 
@@ -304,13 +313,23 @@ def test_crash_leaves_no_file(tmp_path: Path, scene: Path, fcn: Path) -> None:
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.parametrize("arch", ["fcn", "cnn"])
-def test_interrupted_run_resumes_to_identical_bytes(tmp_path: Path, arch: str) -> None:
+@pytest.mark.parametrize(
+    "arch, strategy, window",
+    [("fcn", "auto", None), ("cnn", "windows", None), ("cnn", "dense", 96)],
+)
+def test_interrupted_run_resumes_to_identical_bytes(
+    tmp_path: Path, arch: str, strategy: str, window: int | None
+) -> None:
     model = make_model(tmp_path / f"{arch}.safetensors", arch, chip=32)
     img = smooth_image(3, 600, 200, seed=5)
     img[:, 250:330, :] = 0  # nodata rows across a strip boundary
     src = make_raster(tmp_path / "tall.tif", img, nodata=0)
-    opts: dict[str, Any] = {"batch_size": 32, "confidence": True}
+    opts: dict[str, Any] = {
+        "batch_size": 32,
+        "confidence": True,
+        "strategy": strategy,
+        "window": window,
+    }
 
     clean = tmp_path / "clean" / "map.tif"
     run(src, model, clean, probabilities=tmp_path / "clean" / "p.tif", **opts)

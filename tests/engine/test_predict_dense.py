@@ -13,6 +13,7 @@ from rasterio.windows import Window
 
 from geoclass.engine.predict import strategies
 from geoclass.engine.predict.dense import DenseStrategy
+from geoclass.engine.predict.lattice import Lattice
 from geoclass.errors import ConfigError, Interrupted
 from geoclass.io.raster_writer import NODATA, partial_path
 from geoclass.progress import ProgressEvent
@@ -38,7 +39,7 @@ def test_one_chip_scene_equals_windows(tmp_path: Path, cnn32: Path) -> None:
     src = make_raster(tmp_path / "chip.tif", smooth_image(3, 32, 32, seed=1))
     common: dict[str, Any] = {"probabilities": None, "confidence": True}
     windows = run(src, cnn32, tmp_path / "w.tif", strategy="windows", **common)
-    dense = run(src, cnn32, tmp_path / "d.tif", strategy="dense", window=32, **common)
+    dense = run(src, cnn32, tmp_path / "d.tif", strategy="dense", **common)  # window cropped
     assert (windows.strategy, dense.strategy) == ("windows", "dense")
     assert np.array_equal(read(tmp_path / "w.tif"), read(tmp_path / "d.tif"))
     conf_w, conf_d = read(tmp_path / "w.confidence.tif"), read(tmp_path / "d.confidence.tif")
@@ -51,11 +52,12 @@ def _scene(tmp_path: Path, height: int = 320, width: int = 256) -> Path:
     return make_raster(tmp_path / "scene.tif", img, nodata=0)
 
 
-def test_tiled_equals_whole(tmp_path: Path, cnn32: Path) -> None:
-    """Extents that are multiples of the output stride: any window size gives the same bytes."""
-    src = _scene(tmp_path)
+@pytest.mark.parametrize(("height", "width"), [(320, 256), (317, 251), (203, 90)])
+def test_tiled_equals_whole(tmp_path: Path, cnn32: Path, height: int, width: int) -> None:
+    """Any scene extent, any window size: the same bytes as one window over the whole scene."""
+    src = _scene(tmp_path, height, width)
     maps, probs = [], []
-    for window in (96, 160, 256):  # no larger than the scene: a window past its edge is padded
+    for window, stride in ((360, None), (72, None), (96, None), (160, 64), (256, None)):
         out = tmp_path / f"d{window}.tif"
         res = run(
             src,
@@ -63,6 +65,7 @@ def test_tiled_equals_whole(tmp_path: Path, cnn32: Path) -> None:
             out,
             strategy="dense",
             window=window,
+            stride=stride,
             probabilities=tmp_path / f"p{window}.tif",
         )
         assert res.window == window and res.stride % 8 == 0
@@ -72,6 +75,28 @@ def test_tiled_equals_whole(tmp_path: Path, cnn32: Path) -> None:
     for m, p in zip(maps[1:], probs[1:]):
         assert np.array_equal(maps[0], m)
         assert np.abs(probs[0].astype(int) - p).max() <= 1
+
+
+@pytest.mark.parametrize("extent", [32, 33, 47, 100, 257, 1000, 1003])
+@pytest.mark.parametrize(("size", "stride"), [(56, 8), (96, 48), (96, 16), (208, 160)])
+def test_lattice_windows_own_every_cell_once_with_its_halo(
+    extent: int, size: int, stride: int
+) -> None:
+    lattice = Lattice(chip=32, step=8, halo=8)
+    offsets, bounds = lattice.windows(extent, size, stride)
+    n, end = lattice.cells(extent), lattice.extent(extent)
+    assert bounds[0] == 0 and bounds[-1] == n and len(bounds) == len(offsets) + 1
+    assert all(a < b for a, b in zip(bounds, bounds[1:]))  # a partition, no window idle
+    assert offsets == sorted(set(offsets)) and all(o % 8 == 0 for o in offsets)
+    scored = size - 8
+    for k, off in enumerate(offsets):
+        first, last = bounds[k], bounds[k + 1] - 1
+        assert off == 0 or off <= first * 8 - 8  # the first owned chip's left halo is inside
+        right = last * 8 + 32 + 8
+        assert off + scored >= min(right, end) and off + scored <= max(end, scored)
+    assert offsets[-1] + size >= extent  # the last window reads the pixels past the lattice
+    cells = lattice.pixel_cells(0, extent, extent)
+    assert cells[0] == 0 and cells[-1] == n - 1 and (np.diff(cells) >= 0).all()
 
 
 def test_nodata_stays_nodata_and_empty_windows_are_skipped(tmp_path: Path, cnn32: Path) -> None:
@@ -119,8 +144,9 @@ def test_interrupted_dense_run_resumes_to_identical_bytes(tmp_path: Path, cnn32:
     [
         ({"overlap": 0.5}, "--overlap does not apply"),
         ({"window": 100}, "multiple of the output stride"),
-        ({"window": 16}, "at least one chip"),
+        ({"window": 48}, "at least one chip"),
         ({"window": 96, "stride": 12}, "--stride 12"),
+        ({"window": 96, "stride": 64}, "--stride 64"),
         ({"output_stride": 12}, "--output-stride 12"),
     ],
 )
@@ -148,3 +174,23 @@ def test_shipped_model_dense_map_agrees_with_windows(tmp_path: Path) -> None:
         f"({res.window} px windows every {res.stride} px)"
     )
     assert agreement > 0.6
+
+
+@pytest.mark.parametrize(
+    ("height", "width"), [(20, 20), (32, 100), (257, 1000), (2304, 4608), (3256, 3256), (10980, 10980)]
+)
+def test_fitted_window_scores_fewer_pixels_than_the_largest(height: int, width: int) -> None:
+    lattice = Lattice(chip=64, step=16, halo=48)
+    largest = 1024 + lattice.overlap
+
+    def scored(size: int) -> int:
+        stride = size - lattice.overlap
+        rows = lattice.windows(height, size, stride)[0]
+        cols = lattice.windows(width, size, stride)[0]
+        return len(rows) * len(cols) * lattice.scored(size) ** 2
+
+    size = lattice.fit(height, width, largest)
+    assert size % 16 == 0 and lattice.overlap + 16 <= size <= largest
+    assert scored(size) <= scored(largest)
+    if (height, width) == (2304, 4608):  # the bench's scene: 3 x 6 windows of 896 px, not 3 x 5
+        assert (size, scored(size)) == (912, 18 * 896**2) and scored(largest) == 15 * 1168**2

@@ -254,8 +254,19 @@ def test_cli_strategy_options(tmp_path: Path, scene: Path, cnn: Path, no_dense: 
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_auto_stays_windows_while_dense_is_opt_in(tmp_path: Path) -> None:
-    model, meta = load_model_file(make_model(tmp_path / "m.safetensors", "compact", chip=64))
-    assert "dense" in STRATEGIES and not strategies.AUTO_PICKS_DENSE
-    assert select_strategy("auto", model, meta, OPTIONS, "m").name == "windows"
-    assert select_strategy("dense", model, meta, OPTIONS, "m").name == "dense"
+@pytest.mark.parametrize("arch, picked", [("compact", "dense"), ("cnn", "dense"), ("fcn", "windows")])
+def test_auto_picks_dense_where_the_model_runs_densely(
+    tmp_path: Path, arch: str, picked: str
+) -> None:
+    model, meta = load_model_file(make_model(tmp_path / "m.safetensors", arch, chip=32))
+    assert strategies.AUTO_PICKS_DENSE
+    assert select_strategy("auto", model, meta, OPTIONS, "m").name == picked
+    # --overlap is a windows option: auto honours it with windows
+    assert select_strategy("auto", model, meta, OPTIONS, "m", overlap_given=True).name == "windows"
+
+
+def test_auto_is_dense_for_the_shipped_model() -> None:
+    if not default_model_path().exists():
+        pytest.skip("the default model is not installed")
+    model, meta = load_model_file(default_model_path())
+    assert select_strategy("auto", model, meta, OPTIONS, "default").name == "dense"

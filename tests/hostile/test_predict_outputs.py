@@ -278,13 +278,17 @@ def test_every_raster_output_is_locked(scene: Path, cnn: Path, tmp_path: Path) -
 # --- odd scenes ---------------------------------------------------------------------------------
 
 
-def test_scene_smaller_than_a_window_warns_with_the_real_pixels(cnn: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy, unit", [("windows", "window"), ("auto", "chip")])
+def test_scene_smaller_than_a_window_warns_with_the_real_pixels(
+    cnn: Path, tmp_path: Path, strategy: str, unit: str
+) -> None:
     small = make_raster(tmp_path / "small.tif", smooth_image(3, 10, 5))
     events: list[ProgressEvent] = []
-    predict(PredictConfig(scenes=small, output=tmp_path / "m.tif", model=cnn), events.append)
+    config = PredictConfig(scenes=small, output=tmp_path / "m.tif", model=cnn, strategy=strategy)
+    predict(config, events.append)
     warnings = [e.message for e in events if e.level == "warning"]
-    assert any("5x10 px is smaller than the model's 16x16 px window" in w and "80% padding (50 real pixels each)" in w
-               for w in warnings), warnings
+    assert any(f"5x10 px is smaller than the model's 16x16 px {unit}" in w
+               and "80% padding (50 real pixels each)" in w for w in warnings), warnings
 
 
 def test_a_crs_without_a_geotransform_is_not_written_with_a_made_up_one(cnn: Path, tmp_path: Path) -> None:

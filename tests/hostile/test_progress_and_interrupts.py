@@ -138,7 +138,8 @@ def test_cli_predict_without_a_terminal_logs_progress_as_it_goes(tmp_path: Path,
 
     monkeypatch.setattr(render, "time", SimpleNamespace(monotonic=tick))
     result = CliRunner().invoke(app, ["predict", str(scene), "-o", str(tmp_path / "map.tif"), "-m", str(model),
-                                      "--batch-size", "8", "--workers", "0", "--device", "cpu"])
+                                      "--batch-size", "8", "--workers", "0", "--device", "cpu",
+                                      "--strategy", "windows"])  # many windows: many progress steps
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
     progress = [line for line in lines if line.startswith("predict: ") and "%)" in line]

@@ -9,7 +9,10 @@ Two ways, chosen by the strategy:
   that ramps up from window edges shared with a neighbouring window (never from the scene's own
   edges, which no other window covers). Pixels within ``margin`` of a shared edge (the model's
   receptive radius) get a negligible weight, so a fully convolutional model gives the same map,
-  to float precision, as one forward pass over the whole image.
+  to float precision, as one forward pass over the whole image;
+- ``cell``: the dense strategy's scores on a lattice of cells (``lattice.Lattice``): each cell is
+  taken from the one window that owns it, nothing is averaged, and a finished row of pixels takes
+  its cells' class (classes and probabilities are worked out per cell, then spread to pixels).
 
 Only a band of rows as tall as a window is held, so memory does not depend on the scene's height.
 """
@@ -21,12 +24,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from geoclass.engine.predict.lattice import Lattice
 from geoclass.engine.predict.plan import Win
 from geoclass.io.raster_writer import NODATA, encode_confidence, encode_probabilities
 
 __all__ = [
     "Blender",
     "Blending",
+    "CellBlender",
     "ChipBlender",
     "PixelBlender",
     "Weights",
@@ -34,7 +39,7 @@ __all__ = [
     "make_blender",
 ]
 
-Blending = Literal["chip", "pixel"]
+Blending = Literal["chip", "pixel", "cell"]
 _MARGIN_WEIGHT = 1e-6  # weight of pixels a window sees with less than its receptive field
 
 
@@ -259,11 +264,72 @@ class ChipBlender(Blender):
         return [classes] if more is None else [classes, more]
 
 
+class CellBlender(Blender):
+    """Dense strategy: each window's owned cells are stored, finished pixel rows take their cell's.
+
+    Only the cells under a band of rows as tall as a window are held (``step`` squared times
+    fewer values than per-pixel scores).
+    """
+
+    def __init__(self, *, lattice: Lattice, stride: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lattice = lattice
+        step = lattice.step
+        row_offsets, self.row_bounds = lattice.windows(self.height, self.size, stride)
+        col_offsets, self.col_bounds = lattice.windows(self.width, self.size, stride)
+        self.row_index = {off: k for k, off in enumerate(row_offsets)}
+        self.col_index = {off: j for j, off in enumerate(col_offsets)}
+        self.col_cells = lattice.pixel_cells(0, self.width, self.width)
+        held = self.size // step + 2
+        self.cells = np.zeros((self.classes, held, lattice.cells(self.width)), np.float32)
+        self.filled = np.zeros((held, lattice.cells(self.width)), bool)
+        self.first_cell = int(lattice.pixel_cells(self.base, self.base + 1, self.height)[0])
+
+    def add(self, win: Win, scores: np.ndarray) -> None:
+        """Store the cells ``win`` owns; ``scores`` is its ``(classes, cells, cells)`` map."""
+        super().add(win, scores)
+        k, j = self.row_index[win.row_off], self.col_index[win.col_off]
+        r0, r1 = self.row_bounds[k], self.row_bounds[k + 1]
+        c0, c1 = self.col_bounds[j], self.col_bounds[j + 1]
+        wr, wc = win.row_off // self.lattice.step, win.col_off // self.lattice.step
+        rows = slice(r0 - self.first_cell, r1 - self.first_cell)
+        # Owned cells beyond a cropped window's scores cannot occur: the crop is the lattice.
+        self.cells[:, rows, c0:c1] = scores[:, r0 - wr : r1 - wr, c0 - wc : c1 - wc]
+        self.filled[rows, c0:c1] = True
+
+    def _finish(self, n: int) -> list[np.ndarray]:
+        pixel_rows = self.lattice.pixel_cells(self.base, self.base + n, self.height)
+        lo, hi = int(pixel_rows[0]), int(pixel_rows[-1]) + 1
+        held = slice(lo - self.first_cell, hi - self.first_cell)
+        probs, filled = self.cells[:, held], self.filled[held]
+        layers = [probs.argmax(axis=0).astype(np.uint8)[None]]
+        if self.want_probs or self.want_conf:
+            layers += self._encode(probs)
+        cell_layers = np.concatenate(layers)
+        cell_layers[:, ~filled] = NODATA
+        # Cell layers -> pixel rows: a gather per row index, then per column.
+        out = cell_layers[:, pixel_rows - lo][:, :, self.col_cells]
+        return [out]
+
+    def _shift(self, n: int) -> None:
+        first = int(self.lattice.pixel_cells(self.base + n, self.base + n + 1, self.height)[0])
+        d = first - self.first_cell
+        if d > 0:
+            keep = self.cells.shape[1] - d
+            self.cells[:, :keep] = self.cells[:, d:].copy()
+            self.filled[:keep] = self.filled[d:].copy()
+            self.cells[:, keep:] = 0
+            self.filled[keep:] = False
+            self.first_cell = first
+        super()._shift(n)
+
+
 def make_blender(
     blending: Blending,
     *,
     stride: int,
     margin: int,
+    lattice: Lattice | None = None,
     classes: int,
     size: int,
     width: int,
@@ -288,4 +354,8 @@ def make_blender(
     }
     if blending == "pixel":
         return PixelBlender(weights=Weights(size, stride, width, height, margin), **common)
+    if blending == "cell":
+        if lattice is None:
+            raise ValueError("cell blending needs the dense strategy's lattice")
+        return CellBlender(lattice=lattice, stride=stride, **common)
     return ChipBlender(**common)

@@ -2,19 +2,10 @@
 
 Each window goes through the model's :class:`~geoclass.models.dense.DenseScorer` once, which
 gives the class probabilities of every chip position on an ``output_stride`` grid of the window.
-Cell ``i`` (chip at ``i * output_stride``) covers the ``output_stride`` pixels centred on its
-chip's centre; the pixels between the window edge and the first/last centre take the nearest
-cell, so a window's score map covers all of it. The maps are blended per pixel like a
-segmenter's.
-
-Seams: windows overlap by at least twice ``margin`` plus a ramp, ``margin`` being the distance
-from a window edge within which a pixel's cell does not see its whole chip plus the receptive
-radius. The blending gives those pixels a negligible weight next to a window that sees them
-whole, and window offsets are multiples of ``output_stride`` (window side and stride are), so
-neighbouring windows compute the same cells where their weights meet: the map is seam-free and
-the same for any window size. The one exception is a last row / column of windows shifted back to
-end at the scene edge when the scene's extent is not a multiple of ``output_stride``: its cells
-lie on a lattice shifted by that remainder (still chip positions of the scene, at its edge).
+The windows lie on the scene's cell lattice (``lattice.Lattice``): each owns a block of cells and
+holds those cells' chips plus the receptive halo, so every cell is computed exactly as one pass
+over the whole scene would compute it, for any scene and window size (tiled == whole, no seams),
+and the ``cell`` blending only stores each cell once and spreads it to its pixels.
 """
 
 from __future__ import annotations
@@ -26,6 +17,7 @@ import torch
 from torch import nn
 
 from geoclass.engine.predict.blend import Blending
+from geoclass.engine.predict.lattice import Lattice
 from geoclass.errors import ConfigError
 from geoclass.models.dense import DenseScorer
 from geoclass.models.model_file import ModelMeta
@@ -35,7 +27,7 @@ if TYPE_CHECKING:  # strategies.py registers this module: import it lazily, not 
 
 __all__ = ["DEFAULT_CORE", "DenseStrategy"]
 
-DEFAULT_CORE = 768  # pixels a window adds to the map (its stride); the window adds the overlap
+DEFAULT_CORE = 1536  # pixels of cells a window owns (its stride); the window adds the overlap
 _PIXELS_PER_CALL = 1 << 21  # input pixels per forward pass (about 2 MP: bounded activations)
 
 
@@ -43,12 +35,14 @@ class DenseStrategy:
     """Chip classifiers whose head is pooling + linear layers (see ``geoclass.models.dense``).
 
     Attributes:
+        lattice: The cell lattice (chip, output stride, halo).
         max_batch: Windows worth batching per call (about 2 MP of input); larger batches only
             hold more score maps in memory.
     """
 
     name = "dense"
-    blending: Blending = "pixel"
+    blending: Blending = "cell"
+    margin = 0  # cells are owned by one window: nothing is blended across window edges
 
     def __init__(self, model: nn.Module, meta: ModelMeta, options: StrategyOptions) -> None:
         if not isinstance(options.scorer, DenseScorer):
@@ -59,64 +53,86 @@ class DenseStrategy:
         self.device, self.precision = options.device, options.precision
         from geoclass.engine.predict.strategies import tta_views
 
-        # The score-map views: a flip of a window flips its cell grid (window and chip sides are
-        # multiples of the output stride, so flipped chip positions are chip positions).
+        # The score-map views: a flip of a window flips its cell grid (the windows' extents less a
+        # chip are multiples of the output stride, so flipped chip positions are chip positions).
         self.views = tta_views("segment")[: 4 if options.tta else 1]
-        step = self.scorer.output_stride
-        # A pixel this close to a window edge may take a cell whose chip + radius leaves the window.
-        self.margin = meta.chip_size // 2 + step // 2 + self.scorer.halo
-        self.overlap = -(-2 * self.margin // step) * step + step  # 2 margins + a ramp of one cell
+        self.lattice = Lattice(meta.chip_size, self.scorer.output_stride, self.scorer.halo)
         self.size = meta.chip_size
+        self.crop = (self.size, self.size)
         self.max_batch = 1  # windows per call that keep one forward pass near _PIXELS_PER_CALL
-        self._index: np.ndarray | None = None
 
     def grid(
-        self, *, window: int | None, stride: int | None, overlap: float | None
+        self,
+        *,
+        window: int | None,
+        stride: int | None,
+        overlap: float | None,
+        width: int,
+        height: int,
     ) -> tuple[int, int]:
-        """Window side (``window``, default ``DEFAULT_CORE`` plus the overlap) and stride.
+        """Window side and stride for a ``width`` x ``height`` scene.
+
+        The default window owns up to ``DEFAULT_CORE`` pixels of cells, shrunk so that the windows
+        score as few pixels as they can (``Lattice.fit``).
 
         Raises:
-            ConfigError: A window smaller than a chip or not a multiple of the output stride, a
-                stride that is not a multiple of it, or an overlap (dense sets its own).
+            ConfigError: A window that is not a multiple of the output stride or too small to own
+                a cell, a stride that is not a multiple of it or too large for the window, or an
+                overlap (dense needs its own).
         """
-        step, chip = self.scorer.output_stride, self.meta.chip_size
+        step, overlap_px = self.lattice.step, self.lattice.overlap
         if overlap is not None:
             raise ConfigError(
-                "--overlap does not apply to --strategy dense: its windows overlap by the "
-                f"receptive field ({self.overlap} px); give --window or --stride instead"
+                "--overlap does not apply to --strategy dense: its windows overlap by one chip "
+                f"and the receptive field ({overlap_px} px); give --window or --stride instead"
             )
-        size = window if window is not None else DEFAULT_CORE + self.overlap
-        if size < chip or size % step:
+        if window is not None:
+            size = window
+        else:
+            largest = DEFAULT_CORE + overlap_px
+            size = self.lattice.fit(height, width, largest)
+        if size % step or size < overlap_px + step:
             raise ConfigError(
                 f"--window {size}: the dense strategy needs a multiple of the output stride "
-                f"({step}) of at least one chip ({chip} px)"
+                f"({step}) of at least one chip, the receptive field and one cell "
+                f"({overlap_px + step} px)"
             )
         if stride is None:
-            stride = max(step, size - self.overlap)
-        elif stride < 1 or stride > size or stride % step:
+            stride = size - overlap_px
+        elif stride < step or stride > size - overlap_px or stride % step:
             raise ConfigError(
                 f"--stride {stride}: the dense strategy needs a multiple of the output stride "
-                f"({step}) up to the window size ({size})"
+                f"({step}) up to the window less one chip and the receptive field "
+                f"({size - overlap_px})"
             )
         return size, stride
 
-    def prepare(self, size: int) -> None:
+    def offsets(self, extent: int, size: int, stride: int) -> list[int]:
+        """Window offsets along an axis: on the cell lattice (see ``Lattice.windows``)."""
+        return self.lattice.windows(extent, size, stride)[0]
+
+    def prepare(self, size: int, width: int, height: int) -> None:
         self.size = size
         self.max_batch = max(1, _PIXELS_PER_CALL // (size * size))
-        step, chip, n = self.scorer.output_stride, self.meta.chip_size, self.scorer.cells(size)
-        # Pixel -> cell: the cell whose chip centre is nearest (edge cells extend to the edge).
-        self._index = np.clip((np.arange(size) - (chip - step) // 2) // step, 0, n - 1)
+        # A scene smaller than a window is scored on its lattice extent, as any window would be.
+        scored = self.lattice.scored(size)
+        self.crop = (
+            min(scored, self.lattice.extent(height)),
+            min(scored, self.lattice.extent(width)),
+        )
         self.scorer = self.scorer.to(memory_format=torch.channels_last)
 
-    def cells(self, xs: list[np.ndarray]) -> np.ndarray:
-        """Cell probabilities ``(N, classes, n, n)`` of ``(size, size, bands)`` windows."""
+    def __call__(self, xs: list[np.ndarray]) -> np.ndarray:
+        """Cell probabilities ``(N, classes, n, n)`` of ``(size, size, bands)`` windows, ``n``
+        cells per side (cells past a cropped window's lattice extent are 0)."""
+        h, w = self.crop
+        n = self.lattice.cells(self.lattice.scored(self.size))
+        out = np.zeros((len(xs), self.meta.num_classes, n, n), np.float32)
         per_call = self.max_batch  # stacked a few at a time: windows are large
-        parts = []
         with torch.inference_mode(), self.precision.autocast():
             for i in range(0, len(xs), per_call):
-                xb = torch.from_numpy(np.stack(xs[i : i + per_call])).to(
-                    self.device, non_blocking=True
-                )
+                batch = np.stack([x[:h, :w] for x in xs[i : i + per_call]])
+                xb = torch.from_numpy(batch).to(self.device, non_blocking=True)
                 xb = xb.permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
                 total = None
                 for forward, inverse in self.views:
@@ -127,14 +143,6 @@ class DenseStrategy:
                     )
                     total = p if total is None else total + p
                 assert total is not None
-                parts.append((total / len(self.views)).cpu())
-        return torch.cat(parts).numpy()
-
-    def __call__(self, xs: list[np.ndarray]) -> np.ndarray:
-        """Per-pixel probabilities ``(N, classes, size, size)``: each pixel takes its cell's."""
-        if self._index is None:
-            self.prepare(xs[0].shape[0])
-        assert self._index is not None
-        idx = self._index
-        cells = self.cells(xs)
-        return cells[:, :, idx][:, :, :, idx]
+                cells = (total / len(self.views)).cpu().numpy()
+                out[i : i + len(batch), :, : cells.shape[2], : cells.shape[3]] = cells
+        return out

@@ -8,6 +8,7 @@ unfinished row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,9 +92,22 @@ class Plan:
     rows_done: int = 0
 
     @classmethod
-    def build(cls, width: int, height: int, size: int, stride: int, rows_done: int = 0) -> Plan:
-        """The plan of a ``width`` x ``height`` scene with ``rows_done`` rows already written."""
-        rows, cols = offsets(height, size, stride), offsets(width, size, stride)
+    def build(
+        cls,
+        width: int,
+        height: int,
+        size: int,
+        stride: int,
+        rows_done: int = 0,
+        place: Callable[[int, int, int], list[int]] | None = None,
+    ) -> Plan:
+        """The plan of a ``width`` x ``height`` scene with ``rows_done`` rows already written.
+
+        ``place(extent, size, stride)`` gives the window offsets along an axis (default:
+        ``offsets``, the shared window grid).
+        """
+        place = place or offsets
+        rows, cols = place(height, size, stride), place(width, size, stride)
         return cls(width, height, size, stride, rows, cols, rows_done)
 
     def first_row_touching(self, row: int) -> int:

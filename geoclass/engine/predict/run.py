@@ -76,9 +76,20 @@ def predict(config: PredictConfig, progress: ProgressCallback | None = None) -> 
         precision = select_precision(device, config.amp)
         model, meta = load_model(model_file, device)
         options = StrategyOptions(device, precision, config.tta, config.output_stride)
-        strategy = select_strategy(config.strategy, model, meta, options, str(model_file))
+        strategy = select_strategy(
+            config.strategy,
+            model,
+            meta,
+            options,
+            str(model_file),
+            overlap_given=config.overlap is not None,
+        )
         size, stride = strategy.grid(
-            window=config.window, stride=config.stride, overlap=config.overlap
+            window=config.window,
+            stride=config.stride,
+            overlap=config.overlap,
+            width=scene.width,
+            height=scene.height,
         )
         check_bands(scene, paths, config.bands, meta)
         outputs = out.OutputPaths.build(
@@ -156,7 +167,10 @@ class _Job:
 def _run(job: _Job) -> PredictResult:
     """Resume state, plan, pipeline, then publish the outputs; the outputs are locked."""
     c, scene, meta, paths = job.config, job.scene, job.meta, job.outputs
-    warn_about_scene(scene, meta, job.size, job.reporter)
+    if job.strategy.blending == "cell":  # dense: each cell is scored from the chip around it
+        warn_about_scene(scene, meta, meta.chip_size, job.reporter, unit="chip")
+    else:
+        warn_about_scene(scene, meta, job.size, job.reporter)
     writers = out.make_writers(paths, scene, meta, resume=c.resume)
     run_fingerprint = _fingerprint(job)
     rows_done, histogram = resume_state(
@@ -171,7 +185,9 @@ def _run(job: _Job) -> PredictResult:
         # A stale sidecar must never describe the partial files this run is about to write.
         paths.sidecar.unlink(missing_ok=True)
 
-    plan = Plan.build(scene.width, scene.height, job.size, job.stride, rows_done)
+    plan = Plan.build(
+        scene.width, scene.height, job.size, job.stride, rows_done, job.strategy.offsets
+    )
     job.reporter.info(
         f"{scene.name}: {scene.width}x{scene.height} px, {scene.count} bands {scene.dtype}; "
         f"{meta.task} model, {meta.num_classes} classes, "
@@ -259,7 +275,7 @@ def _pipeline(job: _Job, plan: Plan, rasters: out.OutputRasters) -> int:
     """Run the stages; on failure, keep or remove the partial files as resume needs."""
     c, scene, meta, strategy = job.config, job.scene, job.meta, job.strategy
     workers = c.workers if c.workers is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
-    strategy.prepare(job.size)
+    strategy.prepare(job.size, scene.width, scene.height)
     # Large dense windows: batch only as many as one forward call takes (memory stays flat).
     batch_size = min(c.batch_size, getattr(strategy, "max_batch", c.batch_size))
     try:
@@ -272,6 +288,7 @@ def _pipeline(job: _Job, plan: Plan, rasters: out.OutputRasters) -> int:
                 strategy.blending,
                 stride=job.stride,
                 margin=strategy.margin,
+                lattice=getattr(strategy, "lattice", None),
                 classes=meta.num_classes,
                 size=job.size,
                 width=scene.width,

@@ -24,7 +24,7 @@ from torch import nn
 
 from geoclass.engine.device import Precision
 from geoclass.engine.predict.blend import Blending
-from geoclass.engine.predict.plan import grid_size
+from geoclass.engine.predict.plan import grid_size, offsets
 from geoclass.errors import ConfigError, ModelError
 from geoclass.models.model_file import ModelMeta
 
@@ -67,7 +67,8 @@ class Strategy(Protocol):
 
     Attributes:
         name: ``windows``, ``dense`` or ``pixel``: recorded in the result and resume state.
-        blending: ``chip`` (one score vector per window) or ``pixel`` (a score map per window).
+        blending: ``chip`` (one score vector per window), ``pixel`` (a score map per window) or
+            ``cell`` (a map of lattice cells per window, each cell owned by one window).
         margin: Pixels along shared window edges that the ``pixel`` blending all but ignores.
     """
 
@@ -76,18 +77,31 @@ class Strategy(Protocol):
     margin: int
 
     def grid(
-        self, *, window: int | None, stride: int | None, overlap: float | None
+        self,
+        *,
+        window: int | None,
+        stride: int | None,
+        overlap: float | None,
+        width: int,
+        height: int,
     ) -> tuple[int, int]:
-        """Window side and stride from the options (raises ConfigError when out of range)."""
+        """Window side and stride from the options, for a ``width`` x ``height`` scene (raises
+        ConfigError when out of range)."""
         ...
 
-    def prepare(self, size: int) -> None:
-        """Get ready to run windows of ``size`` pixels (called once, before the first batch)."""
+    def offsets(self, extent: int, size: int, stride: int) -> list[int]:
+        """Window offsets along an axis of ``extent`` pixels."""
+        ...
+
+    def prepare(self, size: int, width: int, height: int) -> None:
+        """Get ready to run ``size`` px windows over a ``width`` x ``height`` scene (called once,
+        before the first batch)."""
         ...
 
     def __call__(self, xs: list[np.ndarray]) -> np.ndarray:
         """Softmax scores of a batch of ``(size, size, bands)`` windows, as float32 numpy:
-        ``(N, classes)`` for ``chip`` blending, ``(N, classes, size, size)`` for ``pixel``."""
+        ``(N, classes)`` for ``chip`` blending, ``(N, classes, size, size)`` for ``pixel``,
+        ``(N, classes, cells, cells)`` for ``cell``."""
         ...
 
 
@@ -132,11 +146,20 @@ class WindowStrategy:
         self.size = meta.chip_size
 
     def grid(
-        self, *, window: int | None, stride: int | None, overlap: float | None
+        self,
+        *,
+        window: int | None,
+        stride: int | None,
+        overlap: float | None,
+        width: int,
+        height: int,
     ) -> tuple[int, int]:
         return grid_size(self.meta, self.task, window=window, stride=stride, overlap=overlap)
 
-    def prepare(self, size: int) -> None:
+    def offsets(self, extent: int, size: int, stride: int) -> list[int]:
+        return offsets(extent, size, stride)
+
+    def prepare(self, size: int, width: int, height: int) -> None:
         self.size = size
         self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -177,10 +200,9 @@ class WindowStrategy:
 # end of this module and finds the model's dense scorer in ``options.scorer``.
 STRATEGIES: dict[str, StrategyFactory] = {"windows": WindowStrategy}
 
-# Whether ``auto`` picks dense where a model supports it. Off for now: dense is opt-in
-# (``--strategy dense``) until it is exact at every scene edge and meets its speed target
-# (1.5x windows measured, 2.5x asked; see the dense module).
-AUTO_PICKS_DENSE = False
+# Whether ``auto`` picks dense where a model supports it: dense is exact tile for tile at every
+# scene size and ~2.4x the throughput of windows on the shipped model (bench/predict_strategies_bench.py).
+AUTO_PICKS_DENSE = True
 
 
 def dense_scorer_for(
@@ -210,10 +232,12 @@ def select_strategy(
     meta: ModelMeta,
     options: StrategyOptions,
     label: str,
+    overlap_given: bool = False,
 ) -> Strategy:
     """The strategy ``name`` (``auto``, ``windows``, ``dense`` or ``pixel``) for a model.
 
-    ``auto`` is ``windows``; with ``AUTO_PICKS_DENSE`` it is ``dense`` where the model can run densely.
+    ``auto`` is ``dense`` where the model can run densely (with ``AUTO_PICKS_DENSE``) and no chip
+    overlap was asked for, else ``windows``.
 
     Args:
         name: The strategy asked for.
@@ -221,6 +245,8 @@ def select_strategy(
         meta: Its model file's metadata.
         options: Device, precision, TTA and output stride.
         label: The model file, to name in errors.
+        overlap_given: A chip overlap (``--overlap``) was given: a windows option, so ``auto``
+            runs windows.
 
     Raises:
         ConfigError: An unknown name; ``dense`` for a model that cannot run densely; ``pixel``
@@ -236,7 +262,9 @@ def select_strategy(
             "geoclass cannot train per-pixel models yet: use --strategy auto or windows"
         )
     why = ""
-    if name == "dense" or (name == "auto" and AUTO_PICKS_DENSE):
+    if name == "auto" and overlap_given:
+        why = "--overlap asks for overlapping chip windows"
+    elif name == "dense" or (name == "auto" and AUTO_PICKS_DENSE):
         if "dense" in STRATEGIES:
             scorer, why = dense_scorer_for(model, meta, options.output_stride)
             if scorer is not None:
