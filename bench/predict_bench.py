@@ -185,6 +185,7 @@ def child(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         workers=args.workers,
         overlap=args.overlap,
+        strategy=args.strategy,
         device=args.device,
         overwrite=True,
     )
@@ -200,16 +201,21 @@ def child(args: argparse.Namespace) -> None:
     t_predict = state["t1"] - state["t0"]
     stop.set()
     peak = _peak_rss_mb()
-    if stride is None:
-        from geoclass.engine.predict import DEFAULT_OVERLAP
+    if stride is None:  # interrupted: the stride the run used, from its strategy
+        from geoclass.engine.predict.strategies import StrategyOptions, select_strategy
 
-        overlap = args.overlap if args.overlap is not None else DEFAULT_OVERLAP[meta.task]
-        stride = max(1, round(meta.chip_size * (1 - overlap)))
+        options = StrategyOptions(device, precision)
+        strategy = select_strategy(args.strategy, model, meta, options, str(args.model))
+        stride = strategy.grid(
+            window=None, stride=None, overlap=args.overlap, width=args.width, height=args.height
+        )[1]
     run_windows = state["windows"] - skipped
     n_batches = math.ceil(run_windows / args.batch_size)
-    t_forward = forward_seconds(n_batches)
-    # The machine may be shared: average the per-batch time measured before and after predict.
-    t_forward = (t_forward + per_batch_before * n_batches) / 2
+    t_forward: float | None = None
+    if args.strategy == "windows":  # the bound is chip batches (dense: predict_strategies_bench)
+        t_forward = forward_seconds(n_batches)
+        # The machine may be shared: average the per-batch time measured before and after predict.
+        t_forward = (t_forward + per_batch_before * n_batches) / 2
     warm = [
         mb for ts, mb in samples if state["t0"] is not None and ts > state["t0"] + 0.25 * t_predict
     ]
@@ -231,7 +237,7 @@ def child(args: argparse.Namespace) -> None:
                 "rss_warm_min_mb": min(warm) if warm else None,
                 "rss_warm_max_mb": max(warm) if warm else None,
                 "forward_seconds": t_forward,
-                "ratio": t_forward / t_predict,
+                "ratio": t_forward / t_predict if t_forward is not None else None,
                 "torch_threads": torch.get_num_threads(),
                 "rss_before_predict_mb": rss_before,
                 "rss_timeline_mb": [
@@ -271,6 +277,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--overlap", type=float, default=None)
+    parser.add_argument(
+        "--strategy",
+        choices=("windows", "dense"),
+        default="windows",
+        help="predict strategy; the predict/forward bound is measured for windows only",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--vrt", help=argparse.SUPPRESS)
@@ -317,6 +329,8 @@ def main() -> None:
                 str(args.batch_size),
                 "--device",
                 args.device,
+                "--strategy",
+                args.strategy,
             ]
             if args.workers is not None:
                 cmd += ["--workers", str(args.workers)]
@@ -347,7 +361,7 @@ def main() -> None:
                 f"{r['label']:6} {r['width']:>7}x{r['height']:<8} {done:>6.0f}MP "
                 f"{r['mp_per_s']:>7.2f} {r['peak_rss_mb']:>7.0f}MB "
                 f"{r['rss_warm_min_mb'] or 0:>8.0f}-{r['rss_warm_max_mb'] or 0:<5.0f}MB "
-                f"{r['ratio']:>15.2f}"
+                + (f"{r['ratio']:>15.2f}" if r["ratio"] is not None else f"{'-':>15}")
             )
         print()
         print(json.dumps(rows, indent=1))

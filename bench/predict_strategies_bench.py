@@ -55,7 +55,6 @@ def child(args: argparse.Namespace) -> None:
     from geoclass.engine.predict.inputs import load_model
     from geoclass.models.dense import dense_scorer
 
-    strategies.STRATEGIES.setdefault("dense", DenseStrategy)  # until strategies.py registers it
     state: dict[str, Any] = {"windows": 0, "t0": None, "t1": None}
 
     def progress(event: Any) -> None:

@@ -363,7 +363,7 @@ def _read_vector(
             try:
                 field = VectorLabels._pick_field(field, fields)
             except LabelError as exc:
-                raise LabelError(f"{path}: {str(exc).replace('the labels', 'the reference')}") from exc
+                raise LabelError(f"{path}: {str(exc).replace('the label layer', 'the reference layer')}") from exc
             crs = CRS.from_wkt(src.crs_wkt) if src.crs_wkt else None
             for number, feat in enumerate(src, start=1):
                 if feat.geometry is None:

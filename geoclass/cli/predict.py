@@ -66,12 +66,13 @@ def predict(
         typer.Option(
             "--strategy",
             metavar="NAME",
-            help="How the model is run over the scene. windows: one forward pass per window "
-            "(any model). dense: a chip classifier run fully convolutionally over large "
-            "windows, giving scores on a finer grid (--output-stride) in less time; only for "
-            "models where that is exact (about 1.5x the speed and 4x the cells of windows for the "
-            "shipped model). pixel: per-pixel models (none yet). auto: windows for now; dense is "
-            "opt-in.",
+            help="How the model is run over the scene. windows: one forward pass per chip "
+            "window, overlapping by --overlap (any model). dense: a chip classifier run fully "
+            "convolutionally over large windows, scoring a chip every --output-stride pixels "
+            "(about 2.4x the speed and 4x the cells of windows for the shipped model; tiled "
+            "equals whole-scene output exactly); for CNNs whose head is global pooling + "
+            "linear. pixel: per-pixel models (none yet). auto: dense where the model supports "
+            "it and --overlap is not given, else windows.",
             rich_help_panel=PANEL_MODEL,
         ),
     ] = "auto",
@@ -82,21 +83,37 @@ def predict(
             min=1,
             metavar="PX",
             help="With the dense strategy: pixels between the chip positions scored (a multiple "
-            "of the model's feature stride that divides its chip size); smaller is finer. "
-            "Default: the finest grid the model allows.",
+            "of the model's feature stride that divides its chip size); each pixel takes the "
+            "class of the nearest chip centre, so smaller is finer. Default: the finest grid the "
+            "model allows (16 px for the shipped model).",
             rich_help_panel=PANEL_MODEL,
             show_default=False,
         ),
     ] = None,
     bands: BandsOpt = None,
     nodata: NodataOpt = None,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            "--window",
+            min=1,
+            metavar="PX",
+            help="Window side in pixels. Default: the model's chip size (windows; segmenters may "
+            "take another size), or fitted to the scene (dense: up to 1536 px plus the model's "
+            "halo, 1696 px for the shipped model; larger windows waste less on the halo but "
+            "hold more memory).",
+            rich_help_panel=PANEL_WINDOWS,
+            show_default=False,
+        ),
+    ] = None,
     stride: Annotated[
         int | None,
         typer.Option(
             "--stride",
             min=1,
             metavar="PX",
-            help="Step between model windows in pixels. Default: from --overlap.",
+            help="Step between model windows in pixels. Default: from --overlap (windows), "
+            "the window less its halo (dense).",
             rich_help_panel=PANEL_WINDOWS,
             show_default=False,
         ),
@@ -108,8 +125,9 @@ def predict(
             min=0.0,
             max=0.9,
             metavar="FRACTION",
-            help="Overlap between neighbouring windows; overlapping scores are blended, which "
-            "removes seams. Default: 0.5 for chip classifiers, 0.25 for segmentation models.",
+            help="Overlap between neighbouring windows of the windows strategy; overlapping "
+            "scores are blended, which removes seams (given with --strategy auto, it picks "
+            "windows). Default: 0.5 for chip classifiers, 0.25 for segmentation models.",
             rich_help_panel=PANEL_WINDOWS,
             show_default=False,
         ),
@@ -216,6 +234,7 @@ def predict(
         model=model,
         bands=bands,
         nodata=nodata,
+        window=window,
         stride=stride,
         overlap=overlap,
         tta=tta,

@@ -448,15 +448,15 @@ class VectorLabels:
             if len(folded) == 1:
                 return folded[0]
             raise LabelError(
-                f"no field {field!r} in the labels; the fields are: "
+                f"no field {field!r} in the label layer; the fields are: "
                 + (", ".join(fields) if fields else "(none)")
             )
         if len(fields) == 1:
             return fields[0]
         if not fields:
-            raise LabelError("the labels have no attribute fields to take classes from")
+            raise LabelError("the label layer has no attribute fields to take classes from")
         raise LabelError(
-            f"the labels have {len(fields)} fields ({', '.join(fields)}); choose the class field "
+            f"the label layer has {len(fields)} fields ({', '.join(fields)}); choose the class field "
             f"with --label-field, e.g. --label-field {fields[0]}"
         )
 

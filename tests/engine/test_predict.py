@@ -439,6 +439,13 @@ def test_cli_predict(tmp_path: Path, scene: Path, cnn: Path) -> None:
     assert js.exit_code == 0, js.output
     doc = json.loads(js.stdout)
     assert doc["width"] == 280 and doc["stride"] == 16 and doc["classes"] == CLASSES
+    assert doc["strategy"] == "windows"  # --overlap asks for chip windows
+    js = runner.invoke(app, [*args, "--overwrite", "--json", "--window", "96"])
+    assert js.exit_code == 0, js.output
+    doc = json.loads(js.stdout)
+    assert (doc["strategy"], doc["window"]) == ("dense", 96)
+    bad = runner.invoke(app, [*args, "--overwrite", "--window", "50"])
+    assert bad.exit_code == 2 and "--window 50" in bad.stderr and "multiple of" in bad.stderr
     bad = runner.invoke(
         app,
         ["predict", str(scene), "-o", str(tmp_path / "b.tif"), "-m", str(cnn), "--bands", "1,2"],

@@ -112,18 +112,18 @@ def prepare_output(out: Path, overwrite: bool, resume: bool, fingerprint: dict[s
             if not state.is_file():
                 raise OutputExistsError(
                     f"{out}: nothing to resume (no unfinished 'geoclass tile' run here); "
-                    "use --overwrite to replace its contents or choose an empty folder"
+                    "pass --overwrite to replace its contents or choose an empty folder"
                 )
             try:
                 old = json.loads(state.read_text()).get("fingerprint", {})
             except (OSError, ValueError) as exc:
-                raise OutputExistsError(f"{out}: unreadable {STATE_FILE}; use --overwrite") from exc
+                raise OutputExistsError(f"{out}: unreadable {STATE_FILE}; pass --overwrite") from exc
             diffs = [k for k in fingerprint if old.get(k) != fingerprint[k]]
             if diffs:
                 shown = "; ".join(f"{k}: {old.get(k)!r} -> {fingerprint[k]!r}" for k in diffs[:3])
                 raise ConfigError(
                     f"{out}: cannot resume with different options ({shown}); run with the same "
-                    "options, or use --overwrite to start again"
+                    "options, or pass --overwrite to start again"
                 )
             _remove_temp_files(out)
             resuming = True
@@ -136,7 +136,7 @@ def prepare_output(out: Path, overwrite: bool, resume: bool, fingerprint: dict[s
             _clear_outputs(out)
         else:
             raise OutputExistsError(
-                f"{out}: output folder is not empty; use --overwrite to replace it, or --resume "
+                f"{out}: output folder is not empty; pass --overwrite to replace it, or --resume "
                 "to continue an interrupted run"
             )
     elif resume:

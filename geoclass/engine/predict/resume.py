@@ -118,7 +118,7 @@ def resume_state(
     if not resume:
         if doc is not None:
             reporter.info(
-                f"{output}: an unfinished earlier run is discarded (use --resume to continue one)"
+                f"{output}: an unfinished earlier run is discarded (pass --resume to continue one)"
             )
         return fresh
     if doc is None:

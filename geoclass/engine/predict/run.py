@@ -267,6 +267,7 @@ def _fingerprint(job: _Job) -> dict[str, Any]:
         probabilities=str(paths.probabilities.resolve()) if paths.probabilities else None,
         confidence=bool(paths.confidence),
         strategy=job.strategy.name,
+        blending=job.strategy.blending,  # dense blended pixels before its cell lattice
         output_stride=c.output_stride,
     )
 
