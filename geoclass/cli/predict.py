@@ -71,8 +71,10 @@ def predict(
             "convolutionally over large windows, scoring a chip every --output-stride pixels "
             "(about 2.4x the speed and 4x the cells of windows for the shipped model; tiled "
             "equals whole-scene output exactly); for CNNs whose head is global pooling + "
-            "linear. pixel: per-pixel models (none yet). auto: dense where the model supports "
-            "it and --overlap is not given, else windows.",
+            "linear. pixel: per-pixel models (geoclass train SCENE --labels ...), in 512 px "
+            "windows overlapping by their neighbourhood. auto: pixel for per-pixel models, "
+            "dense where the model supports it, else windows (windows whenever --overlap is "
+            "given).",
             rich_help_panel=PANEL_MODEL,
         ),
     ] = "auto",

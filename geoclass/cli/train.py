@@ -1,4 +1,4 @@
-"""``geoclass train``: train a model on a chip dataset."""
+"""``geoclass train``: train a model on a chip dataset, or per pixel on a scene and its labels."""
 
 from __future__ import annotations
 
@@ -14,16 +14,20 @@ from geoclass.cli.options import (
     PANEL_RUNTIME,
     PANEL_TRAINING,
     AmpOpt,
+    BandsOpt,
     BatchSizeOpt,
     DeviceOpt,
     GroupOpt,
     JsonOpt,
+    NodataOpt,
     OverwriteOpt,
     SeedOpt,
     WorkersOpt,
     default_workers,
     parse_groups,
 )
+
+PANEL_LABELS = "Scene + labels (per-pixel models)"
 
 
 def _path_option(flag: str, metavar: str, help_text: str, panel: str) -> typer.models.OptionInfo:
@@ -35,12 +39,115 @@ def _path_option(flag: str, metavar: str, help_text: str, panel: str) -> typer.m
 def train(
     ctx: typer.Context,
     data: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Argument(
-            metavar="DATA",
+            metavar="DATA | SCENE...",
             help="Training data: chips written by 'geoclass tile', or a folder with one "
-            "sub-folder of images per class (e.g. EuroSAT). Required unless --resume.",
+            "sub-folder of images per class (e.g. EuroSAT). With --labels: the scene, one "
+            "raster or band files stacked in the order given, as for predict. Required unless "
+            "--resume.",
             show_default=False,
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        _path_option(
+            "--labels",
+            "LABELS",
+            "Train a per-pixel model (pixel-mlp) straight from the scene and these labels: "
+            "polygons (their pixels), points or lines (the pixels under them, see --buffer) in "
+            "any OGR format and CRS, or a class raster on any grid. No chip step.",
+            PANEL_LABELS,
+        ),
+    ] = None,
+    label_field: Annotated[
+        str | None,
+        _path_option("--label-field", "FIELD", "Class attribute of vector labels.", PANEL_LABELS),
+    ] = None,
+    classes: Annotated[
+        Path | None,
+        _path_option(
+            "--classes",
+            "FILE",
+            "Class names: one per line, a JSON list, {name: value}, or {name: [values]} to "
+            'group label values, e.g. {"water": ["water", "wetland"], "agri": ["farm", '
+            '"meadow"]}. Default: each label value is a class.',
+            PANEL_LABELS,
+        ),
+    ] = None,
+    bands: BandsOpt = None,
+    nodata: NodataOpt = None,
+    band_names: Annotated[
+        str | None,
+        _path_option(
+            "--band-names",
+            "N,N,...",
+            "Common names of the bands (blue, green, red, nir, swir1, swir2, rededge1..3, "
+            "coastal, or Sentinel-2 ids like B08), for spectral indices (NDVI, NDWI, MNDWI, "
+            "NDBI). Default: from Sentinel-2 file names or band descriptions.",
+            PANEL_LABELS,
+        ),
+    ] = None,
+    texture: Annotated[
+        int,
+        typer.Option(
+            "--texture",
+            min=0,
+            max=8,
+            metavar="R",
+            help="Also use the mean and standard deviation of each band over (2R+1) px squares.",
+            rich_help_panel=PANEL_LABELS,
+        ),
+    ] = 1,
+    max_per_class: Annotated[
+        int,
+        typer.Option(
+            "--max-per-class",
+            min=10,
+            metavar="N",
+            help="Labelled pixels sampled per class at most (a uniform random sample).",
+            rich_help_panel=PANEL_LABELS,
+        ),
+    ] = 20000,
+    buffer: Annotated[
+        int,
+        typer.Option(
+            "--buffer",
+            min=0,
+            metavar="PX",
+            help="Pixels around each point or line label that take its class (0: the pixel "
+            "under it).",
+            rich_help_panel=PANEL_LABELS,
+        ),
+    ] = 0,
+    block_size: Annotated[
+        int,
+        typer.Option(
+            "--block-size",
+            min=1,
+            metavar="PX",
+            help="Side of the spatial blocks validation is drawn from (whole blocks, never "
+            "random pixels).",
+            rich_help_panel=PANEL_LABELS,
+        ),
+    ] = 32,
+    val_labels: Annotated[
+        Path | None,
+        _path_option(
+            "--val-labels",
+            "LABELS",
+            "Independent validation labels (same field and classes) instead of held-out blocks.",
+            PANEL_LABELS,
+        ),
+    ] = None,
+    val_bounds: Annotated[
+        str | None,
+        _path_option(
+            "--val-bounds",
+            "L,B,R,T",
+            "Validate on the labels inside this box (left,bottom,right,top in the scene's CRS) "
+            "and train on the others: an area held out.",
+            PANEL_LABELS,
         ),
     ] = None,
     model: Annotated[
@@ -257,29 +364,68 @@ def train(
     overwrite: OverwriteOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Train a land-cover model on chips.
+    """Train a land-cover model on chips, or per pixel on a scene and its labels.
 
-    Saves a checkpoint every epoch, and every few minutes within long epochs; --resume RUN_DIR
-    continues from the last one.
-    The best model (by validation accuracy) is RUN_DIR/model.safetensors.
+    On chips: saves a checkpoint every epoch, and every few minutes within long epochs; --resume
+    RUN_DIR continues from the last one. With --labels: samples the labelled pixels of the scene,
+    validates on whole spatial blocks (or --val-labels / --val-bounds) and trains a per-pixel
+    model in seconds. Either way the model is RUN_DIR/model.safetensors.
     """
     from geoclass.cli.render import cli_state, make_progress_callback, print_json
     from geoclass.engine import train as engine
 
     callback, live = make_progress_callback(cli_state(ctx).quiet)
+    if labels is not None:
+        if resume is not None:
+            raise typer.BadParameter("per-pixel runs are short: start them again instead",
+                                     param_hint="'--resume'")
+        if not data or output is None:
+            flag = "'SCENE'" if not data else "'--output'"
+            raise typer.BadParameter("missing (required with --labels)", param_hint=flag)
+        if model not in (None, "pixel-mlp"):
+            raise typer.BadParameter(f"{model!r}: training from --labels builds a pixel-mlp "
+                                     "(chip models train on 'geoclass tile' output)",
+                                     param_hint="'--model'")
+        from geoclass.engine.train.pixels import PixelTrainConfig, train_pixels
+
+        pixel_config = PixelTrainConfig(
+            scenes=[str(p) for p in data], labels=str(labels), out_dir=str(output),
+            label_field=label_field, classes=_str(classes), bands=bands, nodata=nodata,
+            band_names=_names(band_names), texture=texture, max_per_class=max_per_class,
+            point_buffer=buffer, block_size=block_size, val_fraction=max(val_fraction, 0.05),
+            val_labels=_str(val_labels), val_bounds=_bounds(val_bounds),
+            epochs=epochs or PixelTrainConfig.epochs, lr=lr if lr != 1e-3 else PixelTrainConfig.lr,
+            seed=seed, overwrite=overwrite,
+        )
+        with live:
+            pixel_result = train_pixels(pixel_config, progress=callback)
+        m = pixel_result.metrics
+        if json_output:
+            print_json({"run_dir": str(pixel_result.run_dir), "model": str(pixel_result.model_path),
+                        "train_pixels": pixel_result.train_pixels, "val_pixels": pixel_result.val_pixels,
+                        "seconds": pixel_result.seconds, "metrics": m})
+        else:
+            typer.echo(f"model: {pixel_result.model_path} ({pixel_result.train_pixels:,} training "
+                       f"pixels; validation on {m['validation']}: overall accuracy "
+                       f"{m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f})")
+        return
+    if data is not None and len(data) > 1:
+        raise typer.BadParameter("several inputs are scenes: give --labels to train on them per "
+                                 "pixel, or one chip dataset", param_hint="'DATA'")
+    chips = data[0] if data else None
     if resume is not None:
         with live:
-            result = engine.resume(resume, progress=callback, epochs=epochs, data=_str(data),
+            result = engine.resume(resume, progress=callback, epochs=epochs, data=_str(chips),
                                    checkpoint_minutes=checkpoint_minutes)
     else:
-        for flag, value in (("DATA", data), ("--model", model), ("--output", output)):
+        for flag, value in (("DATA", chips), ("--model", model), ("--output", output)):
             if value is None:
                 raise typer.BadParameter(
                     "missing (required unless --resume RUN_DIR)", param_hint=f"'{flag}'"
                 )
-        assert data is not None and model is not None and output is not None
+        assert chips is not None and model is not None and output is not None
         config = engine.TrainConfig(
-            data=str(data), model=model, out_dir=str(output), val=_str(val), split_csv=_str(split),
+            data=str(chips), model=model, out_dir=str(output), val=_str(val), split_csv=_str(split),
             val_split_csv=_str(val_split), val_fraction=val_fraction, epochs=epochs or 20,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, amp=amp,
             weights=_str(weights), pretrained=pretrained, label_smoothing=label_smoothing,
@@ -306,6 +452,21 @@ def train(
 
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",")]
+
+
+def _bounds(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        left, bottom, right, top = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected left,bottom,right,top numbers, got {text!r}",
+                                 param_hint="'--val-bounds'") from None
+    return left, bottom, right, top
 
 
 def load_radiometry(path: Path | None) -> dict[str, dict[str, object]]:

@@ -67,7 +67,7 @@ UNLABELLED = 255
 
 MAX_CLASSES = 255
 
-ClassSpec = Sequence[str] | Mapping[str, int | float | str]
+ClassSpec = Sequence[str] | Mapping[str, Any]  # names, {name: value} or {name: [values]}
 """Classes given by the user: names in class-id order, or ``{name: label value}``."""
 
 _RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".asc", ".nc", ".hdf", ".bil"}
@@ -100,11 +100,12 @@ class LabelSource(Protocol):
 # --- classes --------------------------------------------------------------------------------
 
 
-def read_class_file(path: str | os.PathLike[str]) -> list[str] | dict[str, int | float | str]:
+def read_class_file(path: str | os.PathLike[str]) -> list[str] | dict[str, Any]:
     """Read a ``--classes`` file.
 
     Accepted forms: one class name per line (blank lines and ``#`` comments ignored), a JSON list
-    of names, or a JSON object ``{name: label value}``.
+    of names, a JSON object ``{name: label value}``, or ``{name: [label values]}`` to group
+    several label values into one class (e.g. OSM ``fclass`` values into land-cover classes).
 
     Raises:
         InputNotFoundError: The file does not exist.
@@ -131,10 +132,14 @@ def read_class_file(path: str | os.PathLike[str]) -> list[str] | dict[str, int |
             if line.strip() and not line.strip().startswith("#")
         ]
     if isinstance(data, dict):
-        if not data or not all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        def _value(v: Any) -> bool:
+            return isinstance(v, (int, float, str)) and not isinstance(v, bool)
+
+        if not data or not all(_value(v) or (isinstance(v, list) and v and all(map(_value, v)))
                                for v in data.values()):
-            raise ConfigError(f"{p}: expected a JSON object of class name -> label value")
-        out: list[str] | dict[str, int | float | str] = {str(k): v for k, v in data.items()}
+            raise ConfigError(f"{p}: expected a JSON object of class name -> label value (or a "
+                              "list of label values, to group them into one class)")
+        out: list[str] | dict[str, Any] = {str(k): v for k, v in data.items()}
     elif isinstance(data, list):
         if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in data):
             raise ConfigError(f"{p}: expected a list of class names")
@@ -207,6 +212,17 @@ def resolve_classes(values: Iterable[Any], given: ClassSpec | None = None) -> _R
             lookup[v] = names.index(name)
         vals = {n: v for v, n in ((v, value_name(v)) for v in distinct)}
         classes = names
+    elif isinstance(given, Mapping) and any(isinstance(v, list) for v in given.values()):
+        # Groups: {class: [label values]}; classes in the order given.
+        classes = [str(n) for n in given]
+        vals = dict(given.items())
+        member = {}
+        for i, (_, group) in enumerate(given.items()):
+            for v in group if isinstance(group, list) else [group]:
+                member[value_name(v)] = i
+        for v in distinct:
+            if value_name(v) in member:
+                lookup[v] = member[value_name(v)]
     elif isinstance(given, Mapping):
         codes = sorted(given.items(), key=lambda kv: _sort_key(kv[1]))
         classes = [n for n, _ in codes]
@@ -331,6 +347,7 @@ class VectorLabels:
         *,
         layer: str | None = None,
         progress: ProgressCallback | None = None,
+        point_buffer: int = 0,
     ) -> None:
         """Read the features, reproject them and index them.
 
@@ -341,6 +358,8 @@ class VectorLabels:
             classes: Class names in id order or ``{name: code}``; default the field's values.
             layer: Layer of a multi-layer file; default the first.
             progress: Receives notes (reprojection, ignored features).
+            point_buffer: Pixels around each point and line that take its class (squares of
+                ``2 * point_buffer + 1`` pixels around a point); 0 burns the pixel under it.
 
         Raises:
             InputNotFoundError: The file does not exist.
@@ -414,6 +433,12 @@ class VectorLabels:
             geom_arr[invalid] = shapely.make_valid(geom_arr[invalid])
             report.info(f"{self.path}: {int(invalid.sum())} invalid geometries repaired")
 
+        if point_buffer > 0 and len(geom_arr):
+            # Whole pixels around each point: a square of (2b + 1) pixels, burnt by centre.
+            lineal = ~np.isin(shapely.get_type_id(geom_arr), [3, 6])
+            size = max(abs(scene.transform.a), abs(scene.transform.e)) * (point_buffer + 0.5)
+            geom_arr[lineal] = shapely.buffer(geom_arr[lineal], size, cap_style="square",
+                                              join_style="mitre")
         sb = _scene_bounds(scene)
         tree = shapely.STRtree(geom_arr)
         inside = tree.query(shapely.box(*sb), predicate="intersects")
@@ -778,6 +803,7 @@ def open_labels(
     classes: ClassSpec | str | os.PathLike[str] | None = None,
     layer: str | None = None,
     progress: ProgressCallback | None = None,
+    point_buffer: int = 0,
 ) -> VectorLabels | RasterLabels:
     """Open vector or raster labels for a scene.
 
@@ -789,6 +815,7 @@ def open_labels(
             ``read_class_file``); default the label values, sorted.
         layer: Layer of a multi-layer vector file.
         progress: Receives notes and warnings.
+        point_buffer: Pixels around point and line labels that take their class (vector only).
 
     Raises:
         InputNotFoundError: The file does not exist.
@@ -805,7 +832,8 @@ def open_labels(
         spec = classes
     if is_vector_path(p, layer):
         try:
-            return VectorLabels(p, scene, field, spec, layer=layer, progress=progress)
+            return VectorLabels(p, scene, field, spec, layer=layer, progress=progress,
+                                point_buffer=point_buffer)
         except LabelError as exc:
             msg = str(exc)
             raise LabelError(msg if msg.startswith(p) else f"{p}: {msg}") from exc

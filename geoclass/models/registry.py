@@ -17,6 +17,7 @@ from geoclass.errors import ModelError
 from geoclass.models.cnn import BaselineCNN, CompactResNet
 from geoclass.models.hybrid import HybridCNNViT
 from geoclass.models.local_weights import load_local_weights
+from geoclass.models.pixel import PixelMLP
 from geoclass.models.segmentation import FPNSegmenter, SmallFCN
 from geoclass.models.timm_models import create_timm_classifier
 
@@ -85,6 +86,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet50": Architecture(_timm("resnet50"), "classify", "timm ResNet-50", uses_timm=True),
     "efficientnet_b3": Architecture(_timm("efficientnet_b3"), "classify", "timm EfficientNet-B3", uses_timm=True),
     "fcn": Architecture(_local(SmallFCN), "segment", "small fully convolutional segmenter"),
+    "pixel-mlp": Architecture(_local(PixelMLP), "segment",
+                              "per-pixel MLP over band values, spectral indices and optional "
+                              "neighbourhood texture; trained from a scene + labels"),
     "fpn": Architecture(_fpn, "segment", "FPN over a timm backbone (backbone=resnet18 by default)", uses_timm=True),
     "swin-fpn": Architecture(_swin_fpn, "segment", "FPN over a Swin-T backbone", uses_timm=True),
 }

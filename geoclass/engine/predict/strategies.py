@@ -7,7 +7,8 @@ scores are blended (``blend.Blending``):
   ``chip``), a segmenter scores each pixel of its window (blended as ``pixel``);
 - ``dense``: a chip classifier run fully convolutionally over large windows (plugs in through
   ``STRATEGIES``; see ``select_strategy``);
-- ``pixel``: per-pixel models (none can be trained yet).
+- ``pixel``: per-pixel models (``geoclass train SCENE --labels``): large windows overlapping by
+  the model's neighbourhood, scored per pixel (blended as ``pixel``).
 
 ``select_strategy`` turns ``--strategy auto|windows|dense|pixel`` into a strategy for a model.
 """
@@ -31,11 +32,13 @@ from geoclass.models.model_file import ModelMeta
 __all__ = [
     "STRATEGIES",
     "STRATEGY_NAMES",
+    "PixelStrategy",
     "Strategy",
     "StrategyFactory",
     "StrategyOptions",
     "WindowStrategy",
     "dense_scorer_for",
+    "is_per_pixel",
     "select_strategy",
 ]
 
@@ -196,6 +199,70 @@ class WindowStrategy:
             )
 
 
+class PixelStrategy(WindowStrategy):
+    """Per-pixel models (``per_pixel`` set, e.g. ``pixel-mlp``): large windows overlapping by
+    twice the model's receptive radius, so every pixel is scored by a window that sees its whole
+    neighbourhood and the map equals a whole-scene pass."""
+
+    name = "pixel"
+    default_window = 512
+
+    def grid(
+        self,
+        *,
+        window: int | None,
+        stride: int | None,
+        overlap: float | None,
+        width: int,
+        height: int,
+    ) -> tuple[int, int]:
+        halo = 2 * self.margin
+        if overlap is not None:
+            raise ConfigError(
+                "--overlap does not apply to --strategy pixel: its windows overlap by twice the "
+                f"model's neighbourhood radius ({halo} px); give --window or --stride instead"
+            )
+        size = window if window is not None else self.default_window
+        if size <= halo:
+            raise ConfigError(
+                f"--window {size}: the pixel strategy needs more than twice the model's "
+                f"neighbourhood radius ({halo} px)"
+            )
+        if stride is None:
+            stride = size - halo
+        elif stride > size - halo:
+            raise ConfigError(
+                f"--stride {stride}: at most the window less twice the model's neighbourhood "
+                f"radius ({size - halo} px), or the map would depend on the windows"
+            )
+        return size, stride
+
+    def prepare(self, size: int, width: int, height: int) -> None:
+        super().prepare(size, width, height)
+        # A scene smaller than the window: run the model on the scene's part only, so its
+        # neighbourhood features end at the scene edge exactly as in a larger scene.
+        self.crop = (min(size, height), min(size, width))
+
+    def __call__(self, xs: list[np.ndarray]) -> np.ndarray:
+        h, w = self.crop
+        if (h, w) == (self.size, self.size):
+            return super().__call__(xs)
+        scores = super().__call__([x[:h, :w] for x in xs])
+        out = np.zeros((*scores.shape[:2], self.size, self.size), np.float32)
+        out[:, :, :h, :w] = scores
+        return out
+
+    def _check(self, out: torch.Tensor, n: int) -> None:
+        want = (n, self.meta.num_classes, *self.crop)
+        if tuple(out.shape) != want:
+            raise ModelError(f"the model returned scores of shape {tuple(out.shape)}, expected {want}")
+
+
+def is_per_pixel(model: nn.Module) -> bool:
+    """Whether ``model`` classifies each pixel from its own features (``--strategy pixel``)."""
+    return bool(getattr(model, "per_pixel", False))
+
+
 # The strategies that exist, by name; ``"dense"`` (engine/predict/dense.py) is registered at the
 # end of this module and finds the model's dense scorer in ``options.scorer``.
 STRATEGIES: dict[str, StrategyFactory] = {"windows": WindowStrategy}
@@ -256,10 +323,17 @@ def select_strategy(
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGY_NAMES)}, got {name!r}")
     kind = "segmentation model" if meta.task == "segment" else "chip classifier"
     model_kind = f"{meta.architecture} {kind}"
+    if is_per_pixel(model) and (name == "pixel" or (name == "auto" and not overlap_given)):
+        if options.output_stride is not None:
+            raise ConfigError(
+                f"{label}: --output-stride {options.output_stride} applies only to --strategy "
+                "dense, and this per-pixel model runs with --strategy pixel"
+            )
+        return PixelStrategy(model, meta, options)
     if name == "pixel":
         raise ConfigError(
-            f"{label}: --strategy pixel needs a per-pixel model, and this is a {model_kind}; "
-            "geoclass cannot train per-pixel models yet: use --strategy auto or windows"
+            f"{label}: --strategy pixel needs a per-pixel model (geoclass train SCENE --labels "
+            f"...), and this is a {model_kind}: use --strategy auto or windows"
         )
     why = ""
     if name == "auto" and overlap_given:
