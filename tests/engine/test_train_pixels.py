@@ -238,3 +238,21 @@ def test_an_existing_run_is_not_replaced_without_overwrite(tmp_path: Path, scene
     again = _cli(*args)
     assert again.exit_code == 1 and "pass --overwrite" in again.stderr
     assert _cli(*args, "--overwrite").exit_code == 0
+
+
+def test_a_stack_mixing_data_types_and_nodata_values(tmp_path: Path) -> None:
+    """float32 with -99999 beside int16 with -32768, as in older products: both fills are nodata."""
+    rng = np.random.default_rng(2)
+    red = np.where(np.arange(150) < 75, 0.05, 0.30)[None, :].repeat(120, 0) + rng.normal(0, 0.01, (120, 150))
+    nir = np.where(np.arange(150) < 75, 3000, 1500)[None, :].repeat(120, 0) + rng.normal(0, 100, (120, 150))
+    red, nir = red.astype(np.float32), nir.astype(np.int16)
+    red[:20] = -99999
+    nir[:, :10] = -32768
+    stack = [make_raster(tmp_path / "red.tif", red, nodata=-99999),
+             make_raster(tmp_path / "nir.tif", nir, nodata=-32768)]
+    labels = write_vector(tmp_path / "l.gpkg", [(_box(0, 0, 120, 60), {"cls": "a"}), (_box(0, 90, 120, 60), {"cls": "b"})])
+    result = train_pixels(PixelTrainConfig(scenes=[str(p) for p in stack], labels=str(labels), out_dir=str(tmp_path / "r"),
+                                           label_field="cls", block_size=16, epochs=10, band_names=["red", "nir"]))
+    meta = read_model_meta(result.model_path)
+    assert meta.training_data["labelled_pixels"] == {"a": 100 * 50, "b": 100 * 60}  # fills never sampled
+    assert meta.arch_kwargs["indices"] == ["ndvi"] and result.metrics["balanced_accuracy"] > 0.95
