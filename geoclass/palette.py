@@ -18,7 +18,9 @@ _NAMED_COLOURS = {
     "herbaceous": (150, 200, 90), "pasture": (190, 230, 120), "grass": (170, 220, 110),
     "annualcrop": (240, 210, 90), "crop": (240, 210, 90), "permanentcrop": (200, 140, 50), "agri": (240, 210, 90),
     "industrial": (150, 80, 160), "residential": (220, 60, 60), "developed": (220, 60, 60),
-    "building": (220, 60, 60), "urban": (220, 60, 60), "highway": (90, 90, 90), "road": (90, 90, 90),
+    "building": (220, 60, 60), "urban": (220, 60, 60),
+    "built": (220, 60, 60), "settlement": (220, 60, 60), "highway": (90, 90, 90), "road": (90, 90, 90),
+    "wetland": (110, 190, 190), "scrub": (120, 150, 60), "shrub": (120, 150, 60),
     "bare": (200, 180, 150), "soil": (200, 180, 150), "land": (200, 180, 150), "vegetation": (60, 170, 60),
     "cloud": (245, 245, 245), "snow": (235, 245, 255), "other": (160, 160, 160), "unlabeled": (0, 0, 0),
 }
