@@ -73,19 +73,22 @@ def main() -> None:
             assert truth is not None
             xs = scene.transform.c + (np.arange(scene.width) + 0.5) * scene.transform.a
             held_out = np.broadcast_to(xs >= east[0], truth.shape)
-        runs = {"per-pixel, 13 bands": bands, "per-pixel, RGB": rgb}
-        for label, stack in runs.items():
+        runs = [(model, name, stack) for name, stack in (("13 bands", bands), ("RGB", rgb))
+                for model in ("pixel-mlp", "pixel-gbt")]
+        for model, name, stack in runs:
             t0 = time.perf_counter()
-            run = tmp / label.replace(" ", "").replace(",", "_")
+            run = tmp / f"{model}-{name.replace(' ', '')}"
             result = train_pixels(PixelTrainConfig(scenes=[str(b) for b in stack], labels=str(OSM),
                                                    label_field="fclass", classes=str(tmp / "groups.json"),
-                                                   out_dir=str(run), val_bounds=east))
+                                                   out_dir=str(run), val_bounds=east, model=model))
             seconds = time.perf_counter() - t0
             out = tmp / f"{run.name}.tif"
+            t0 = time.perf_counter()
             predict(PredictConfig(scenes=[str(b) for b in stack], output=out, model=run))
+            mp_s = truth.size / 1e6 / (time.perf_counter() - t0)
             own = {name: [name] for name in GROUPS}  # the map's classes are the groups
-            rows.append((label, _score(out, truth, held_out, own),
-                         f"{result.train_pixels:,} px, {seconds:.0f} s"))
+            rows.append((f"{model}, {name}", _score(out, truth, held_out, own),
+                         f"{result.train_pixels:,} px, {seconds:.0f} s; predict {mp_s:.2f} MP/s"))
         out = tmp / "eurosat.tif"
         res = predict(PredictConfig(scenes=[str(b) for b in rgb], output=out))
         rows.append((f"shipped EuroSAT model ({res.strategy})", _score(out, truth, held_out, EUROSAT_GROUPS), "-"))

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = [
     "INDICES",
+    "PixelFeatures",
     "PixelMLP",
+    "PixelTrees",
     "available_indices",
     "common_band_name",
     "feature_names",
@@ -83,29 +87,25 @@ def feature_names(band_names: Sequence[str], in_chans: int, indices: Sequence[st
     return names
 
 
-class PixelMLP(nn.Module):
-    """Band values + spectral indices (+ neighbourhood mean / std) -> MLP, for every pixel.
+class PixelFeatures(nn.Module):
+    """What every per-pixel model computes first: band values, spectral indices and, with
+    ``texture``, the mean and standard deviation of each band over ``(2 texture + 1)`` px squares.
 
     The input is what predict feeds every model: bands normalised with the model file's mean and
-    std. The model keeps that mean and std (``band_mean``, ``band_std``) to recover the band
-    values the indices need, and standardises its features with ``feature_mean`` /
-    ``feature_std``; the trainer sets all four from the training data.
+    std. The model keeps that mean and std (``band_mean``, ``band_std``, set by the trainer) to
+    recover the band values the indices need.
 
     Args:
-        num_classes: Output classes.
         in_chans: Input bands.
         band_names: Common names of the bands (``red``, ``nir``, ...; "" where unknown).
         indices: Spectral indices to compute (names in :data:`INDICES`).
         texture: Radius of the neighbourhood mean / std features (0: none).
-        hidden: Widths of the hidden layers.
-        dropout: Dropout after each hidden layer while training.
     """
 
     per_pixel = True
 
-    def __init__(self, num_classes: int, in_chans: int, band_names: Sequence[str] = (),
-                 indices: Sequence[str] = (), texture: int = 0, hidden: Sequence[int] = (32, 32),
-                 dropout: float = 0.1) -> None:
+    def __init__(self, in_chans: int, band_names: Sequence[str] = (), indices: Sequence[str] = (),
+                 texture: int = 0) -> None:
         super().__init__()
         names = list(band_names)
         self.band_pairs: list[tuple[int, int]] = []
@@ -121,15 +121,6 @@ class PixelMLP(nn.Module):
         self.num_features = in_chans + len(self.band_pairs) + (2 * in_chans if texture else 0)
         self.register_buffer("band_mean", torch.zeros(in_chans))
         self.register_buffer("band_std", torch.ones(in_chans))
-        self.register_buffer("feature_mean", torch.zeros(self.num_features))
-        self.register_buffer("feature_std", torch.ones(self.num_features))
-        layers: list[nn.Module] = []
-        prev = self.num_features
-        for width in hidden:
-            layers += [nn.Conv2d(prev, width, 1), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-            prev = width
-        layers.append(nn.Conv2d(prev, num_classes, 1))
-        self.mlp = nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, bands, H, W)`` normalised bands -> ``(N, features, H, W)``, unstandardised."""
@@ -149,6 +140,37 @@ class PixelMLP(nn.Module):
             mean, square = pooled[:, :c], pooled[:, c:]
             feats += [mean, (square - mean * mean).clamp_(min=0.0).sqrt_()]
         return torch.cat(feats, dim=1)
+
+class PixelMLP(PixelFeatures):
+    """Band values + spectral indices (+ neighbourhood mean / std) -> MLP, for every pixel.
+
+    The features (:class:`PixelFeatures`) are standardised with ``feature_mean`` /
+    ``feature_std`` (set by the trainer from the training pixels) and classified by an MLP of
+    1x1 convolutions.
+
+    Args:
+        num_classes: Output classes.
+        in_chans: Input bands.
+        band_names: Common names of the bands (``red``, ``nir``, ...; "" where unknown).
+        indices: Spectral indices to compute (names in :data:`INDICES`).
+        texture: Radius of the neighbourhood mean / std features (0: none).
+        hidden: Widths of the hidden layers.
+        dropout: Dropout after each hidden layer while training.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int, band_names: Sequence[str] = (),
+                 indices: Sequence[str] = (), texture: int = 0, hidden: Sequence[int] = (32, 32),
+                 dropout: float = 0.1) -> None:
+        super().__init__(in_chans, band_names, indices, texture)
+        self.register_buffer("feature_mean", torch.zeros(self.num_features))
+        self.register_buffer("feature_std", torch.ones(self.num_features))
+        layers: list[nn.Module] = []
+        prev = self.num_features
+        for width in hidden:
+            layers += [nn.Conv2d(prev, width, 1), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            prev = width
+        layers.append(nn.Conv2d(prev, num_classes, 1))
+        self.mlp = nn.Sequential(*layers)
 
     def classify_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Unstandardised features ``(N, F, H, W)`` (or ``(N, F)``) -> class logits."""
@@ -171,23 +193,79 @@ class PixelMLP(nn.Module):
         layers = self._linear_layers()
         height, r = x.shape[2], self.texture
         out = []
-        for top in range(0, height, _STRIP_ROWS):
-            bottom = min(height, top + _STRIP_ROWS)
-            lo, hi = max(0, top - r), min(height, bottom + r)
-            z = self.features(x[:, :, lo:hi])[:, :, top - lo : top - lo + bottom - top]
-            z = z.permute(0, 2, 3, 1)  # (N, h, W, F): one matrix product per layer
-            for i, (weight, bias) in enumerate(layers):
-                z = F.linear(z, weight, bias)
-                if i < len(layers) - 1:
-                    z = torch.relu_(z)
-            out.append(z)
-        return torch.cat(out, dim=1).permute(0, 3, 1, 2)
+        for window in x.split(1):  # one window at a time: a strip's features stay in the cache
+            strips = []
+            for top in range(0, height, _STRIP_ROWS):
+                bottom = min(height, top + _STRIP_ROWS)
+                lo, hi = max(0, top - r), min(height, bottom + r)
+                z = self.features(window[:, :, lo:hi])[:, :, top - lo : top - lo + bottom - top]
+                z = z.permute(0, 2, 3, 1)  # (1, h, W, F): one matrix product per layer
+                for i, (weight, bias) in enumerate(layers):
+                    z = F.linear(z, weight, bias)
+                    if i < len(layers) - 1:
+                        z = torch.relu_(z)
+                strips.append(z)
+            out.append(torch.cat(strips, dim=1))
+        return torch.cat(out).permute(0, 3, 1, 2)
 
     def _linear_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         convs = [m for m in self.mlp if isinstance(m, nn.Conv2d)]
         first = convs[0].weight[:, :, 0, 0] / self.feature_std
         layers = [(first, convs[0].bias - first @ self.feature_mean)]
         return layers + [(c.weight[:, :, 0, 0], c.bias) for c in convs[1:]]
+
+
+class PixelTrees(PixelFeatures):
+    """Gradient-boosted trees (LightGBM) over the per-pixel features.
+
+    The booster travels as LightGBM's text model format inside the model file's metadata
+    (``booster``), which LightGBM parses without running code; the feature buffers are the
+    safetensors weights. Trees need no feature standardisation.
+
+    Args:
+        num_classes: Output classes.
+        in_chans: Input bands.
+        band_names: Common names of the bands.
+        indices: Spectral indices to compute.
+        texture: Radius of the neighbourhood mean / std features (0: none).
+        booster: The trained booster in LightGBM's text format ("" before training).
+        threads: Threads LightGBM predicts with (0: its default, all cores).
+    """
+
+    def __init__(self, num_classes: int, in_chans: int, band_names: Sequence[str] = (),
+                 indices: Sequence[str] = (), texture: int = 0, booster: str = "",
+                 threads: int = 0) -> None:
+        super().__init__(in_chans, band_names, indices, texture)
+        self.num_classes, self.threads = num_classes, threads
+        self.booster: Any = None
+        if booster:
+            self.set_booster(booster)
+
+    def set_booster(self, text: str) -> None:
+        """Load a booster from LightGBM's text format (parsed, never executed)."""
+        import lightgbm
+
+        self.booster = lightgbm.Booster(model_str=text)
+        if self.booster.num_model_per_iteration() != self.num_classes and self.num_classes > 2:
+            raise ValueError(f"the booster scores {self.booster.num_model_per_iteration()} "
+                             f"classes, the model has {self.num_classes}")
+
+    def predict_features(self, feats: np.ndarray) -> np.ndarray:
+        """``(n, F)`` features -> ``(n, classes)`` probabilities."""
+        if self.booster is None:
+            raise ValueError("the trees model has no booster (not trained)")
+        probs = self.booster.predict(feats, num_threads=self.threads)
+        if probs.ndim == 1:  # binary objective: P(class 1)
+            probs = np.stack([1.0 - probs, probs], axis=1)
+        return probs.astype(np.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, bands, H, W)`` normalised bands -> ``(N, classes, H, W)`` log-probabilities."""
+        feats = self.features(x)
+        n, f, h, w = feats.shape
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, f).cpu().numpy()
+        probs = torch.from_numpy(self.predict_features(flat)).to(x.device)
+        return torch.log(probs.clamp_min(1e-12)).reshape(n, h, w, -1).permute(0, 3, 1, 2)
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from geoclass.errors import ModelError
 from geoclass.models.cnn import BaselineCNN, CompactResNet
 from geoclass.models.hybrid import HybridCNNViT
 from geoclass.models.local_weights import load_local_weights
-from geoclass.models.pixel import PixelMLP
+from geoclass.models.pixel import PixelMLP, PixelTrees
 from geoclass.models.segmentation import FPNSegmenter, SmallFCN
 from geoclass.models.timm_models import create_timm_classifier
 
@@ -89,6 +89,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "pixel-mlp": Architecture(_local(PixelMLP), "segment",
                               "per-pixel MLP over band values, spectral indices and optional "
                               "neighbourhood texture; trained from a scene + labels"),
+    "pixel-gbt": Architecture(_local(PixelTrees), "segment",
+                              "per-pixel gradient-boosted trees (LightGBM) over the same features"),
     "fpn": Architecture(_fpn, "segment", "FPN over a timm backbone (backbone=resnet18 by default)", uses_timm=True),
     "swin-fpn": Architecture(_swin_fpn, "segment", "FPN over a Swin-T backbone", uses_timm=True),
 }

@@ -256,3 +256,27 @@ def test_a_stack_mixing_data_types_and_nodata_values(tmp_path: Path) -> None:
     meta = read_model_meta(result.model_path)
     assert meta.training_data["labelled_pixels"] == {"a": 100 * 50, "b": 100 * 60}  # fills never sampled
     assert meta.arch_kwargs["indices"] == ["ndvi"] and result.metrics["balanced_accuracy"] > 0.95
+
+
+def test_gradient_boosted_trees_train_predict_and_load_without_pickle(
+    tmp_path: Path, scene: Path, polygons: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "gbt"
+    result = _cli("train", str(scene), "--labels", str(polygons), "--label-field", "cls", "-o", str(run),
+                  "--model", "pixel-gbt", "--block-size", "16", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["balanced_accuracy"] > 0.95
+    meta = read_model_meta(run / "model.safetensors")
+    assert meta.architecture == "pixel-gbt" and meta.arch_kwargs["booster"].startswith("tree\n")
+
+    def no_pickle(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a model file must never be unpickled")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    monkeypatch.setattr("pickle.loads", no_pickle)
+    out = tmp_path / "map.tif"
+    res = predict(PredictConfig(scenes=scene, output=out, model=run, workers=0, window=64))
+    assert res.strategy == "pixel"
+    classes = _read(out)
+    for k, name in enumerate(NAMES):
+        assert (classes[:, 50 * k + 2 : 50 * (k + 1) - 2] == meta.classes.index(name)).mean() > 0.97, name

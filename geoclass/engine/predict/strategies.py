@@ -206,6 +206,9 @@ class PixelStrategy(WindowStrategy):
 
     name = "pixel"
     default_window = 512
+    # Windows per forward call: two 512 px windows of a 13-band stack are already ~27 MB of input;
+    # larger batches only fill memory (the model runs windows one by one).
+    max_batch = 2
 
     def grid(
         self,

@@ -30,7 +30,14 @@ from geoclass.io.labels import ClassSpec, open_labels
 from geoclass.io.outputs import atomic_output
 from geoclass.io.reader import Scene, open_scene
 from geoclass.models.model_file import ModelMeta, save_model_file
-from geoclass.models.pixel import PixelMLP, available_indices, common_band_name, feature_names
+from geoclass.models.pixel import (
+    PixelFeatures,
+    PixelMLP,
+    PixelTrees,
+    available_indices,
+    common_band_name,
+    feature_names,
+)
 from geoclass.models.registry import create_model
 from geoclass.progress import ProgressCallback, Reporter
 
@@ -66,7 +73,9 @@ class PixelTrainConfig:
         val_fraction: Share of each class held out (whole blocks) without ``val_labels``.
         val_labels: An independent validation label file (same field and classes).
         val_bounds: ``(left, bottom, right, top)`` in the scene's CRS: labels inside validate.
-        epochs: Passes over the sampled training pixels (at most; early stopping).
+        model: ``pixel-mlp`` (the default) or ``pixel-gbt`` (LightGBM trees).
+        trees: Boosting rounds of ``pixel-gbt`` at most (early stopping).
+        epochs: Passes of ``pixel-mlp`` over the sampled training pixels (at most; early stopping).
         batch_size: Pixels per step.
         lr: AdamW learning rate.
         seed: Seed of the sample, split and initialisation.
@@ -91,6 +100,8 @@ class PixelTrainConfig:
     val_fraction: float = 0.2
     val_labels: str | None = None
     val_bounds: tuple[float, float, float, float] | None = None
+    model: str = "pixel-mlp"
+    trees: int = 400
     epochs: int = 60
     batch_size: int = 1024
     lr: float = 3e-3
@@ -98,6 +109,8 @@ class PixelTrainConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
+        if self.model not in ("pixel-mlp", "pixel-gbt"):
+            raise ConfigError(f"per-pixel models are pixel-mlp and pixel-gbt, got {self.model!r}")
         if self.max_per_class < _MIN_PER_CLASS:
             raise ConfigError(f"max per class must be at least {_MIN_PER_CLASS}, got {self.max_per_class}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -153,9 +166,12 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
         std = [max(float(v), 1e-6) for v in stats.std]
         band_names = _band_names(config, scene)
         indices = available_indices(band_names) if config.indices == "auto" else list(config.indices)
-        model = create_model("pixel-mlp", len(classes), scene.count, band_names=band_names,
-                             indices=indices, texture=config.texture, hidden=list(config.hidden))
-        assert isinstance(model, PixelMLP)
+        arch_kwargs: dict[str, Any] = {"band_names": band_names, "indices": indices,
+                                       "texture": config.texture}
+        if config.model == "pixel-mlp":
+            arch_kwargs["hidden"] = list(config.hidden)
+        model = create_model(config.model, len(classes), scene.count, **arch_kwargs)
+        assert isinstance(model, PixelFeatures)
         model.band_mean.copy_(torch.tensor(mean))
         model.band_std.copy_(torch.tensor(std))
         model.eval()
@@ -199,18 +215,22 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
         report.info(f"{len(train_y):,} training and {len(val_y):,} validation pixels "
                     f"({split}); {model.num_features} features: "
                     f"{', '.join(feature_names(band_names, scene.count, indices, config.texture))}")
-        model.feature_mean.copy_(torch.from_numpy(train_x.mean(0)))
-        model.feature_std.copy_(torch.from_numpy(np.maximum(train_x.std(0), 1e-6)))
         # Early stopping watches blocks of the training pixels, never the validation pixels the
         # metrics are reported on.
         stop = split_blocks(train_y, train_blocks, 0.15, config.seed + 2)
         if not stop.any():
             stop = np.zeros(len(train_y), bool)
             stop[np.random.default_rng(config.seed).permutation(len(train_y))[: len(train_y) // 7]] = True
-        best_state, best_epoch, epochs_run = _fit(model, train_x[~stop], train_y[~stop],
-                                                  train_x[stop], train_y[stop], len(classes),
-                                                  config, report)
-        model.load_state_dict(best_state)
+        fit_data = (train_x[~stop], train_y[~stop], train_x[stop], train_y[stop])
+        if isinstance(model, PixelTrees):
+            best_epoch, epochs_run = _fit_trees(model, *fit_data, len(classes), config, report)
+            arch_kwargs["booster"] = model.booster.model_to_string()
+        else:
+            assert isinstance(model, PixelMLP)
+            model.feature_mean.copy_(torch.from_numpy(train_x.mean(0)))
+            model.feature_std.copy_(torch.from_numpy(np.maximum(train_x.std(0), 1e-6)))
+            best_state, best_epoch, epochs_run = _fit(model, *fit_data, len(classes), config, report)
+            model.load_state_dict(best_state)
         model.eval()
         probs = _predict_proba(model, val_x)
         metrics = classification_report(val_y, probs, classes)
@@ -218,15 +238,14 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
         metrics["validation"] = split
         metrics["classes_trained"] = [classes[k] for k in keep]
         meta = ModelMeta(
-            architecture="pixel-mlp",
+            architecture=config.model,
             task="segment",
             classes=classes,
             in_chans=scene.count,
             chip_size=256,
             mean=mean,
             std=std,
-            arch_kwargs={"band_names": band_names, "indices": indices, "texture": config.texture,
-                         "hidden": list(config.hidden)},
+            arch_kwargs=arch_kwargs,
             band_names=band_names,
             train_dtype=str(scene.dtype),
             metrics={k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
@@ -353,7 +372,40 @@ def _fit(model: PixelMLP, train_x: np.ndarray, train_y: np.ndarray, val_x: np.nd
     return best_state, best_epoch, epoch
 
 
-def _predict_proba(model: PixelMLP, x: np.ndarray) -> np.ndarray:
+def _fit_trees(model: PixelTrees, train_x: np.ndarray, train_y: np.ndarray, stop_x: np.ndarray,
+               stop_y: np.ndarray, num_classes: int, config: PixelTrainConfig,
+               report: Reporter) -> tuple[int, int]:
+    """Boost trees on the vectors, stopping on the stop set's log loss; (best, rounds run)."""
+    import lightgbm
+
+    counts = np.bincount(train_y, minlength=num_classes).astype(np.float64)
+    per_class = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+    params = {
+        "objective": "multiclass", "num_class": num_classes, "learning_rate": 0.1,
+        "num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 0.8, "bagging_fraction": 0.8,
+        "bagging_freq": 1, "lambda_l2": 1.0, "seed": config.seed, "verbose": -1,
+        "num_threads": os.cpu_count() or 1, "deterministic": True, "force_row_wise": True,
+    }
+    train_set = lightgbm.Dataset(train_x, train_y, weight=per_class[train_y])
+    stop_set = lightgbm.Dataset(stop_x, stop_y, weight=per_class[stop_y], reference=train_set)
+    rounds = config.trees
+    report.start("train", rounds)
+
+    def advance(env: Any) -> None:
+        report.advance("train")
+
+    booster = lightgbm.train(params, train_set, num_boost_round=rounds, valid_sets=[stop_set],
+                             callbacks=[lightgbm.early_stopping(30, verbose=False), advance])
+    report.end("train")
+    best = booster.best_iteration or booster.current_iteration()
+    model.set_booster(booster.model_to_string(num_iteration=best))
+    return best, booster.current_iteration()
+
+
+def _predict_proba(model: PixelFeatures, x: np.ndarray) -> np.ndarray:
+    if isinstance(model, PixelTrees):
+        return model.predict_features(x)
+    assert isinstance(model, PixelMLP)
     with torch.inference_mode():
         out = [torch.softmax(model.classify_features(torch.from_numpy(x[i : i + 65536])), 1)
                for i in range(0, len(x), 65536)]
