@@ -113,17 +113,40 @@ def tile(
             rich_help_panel=PANEL_CHIPS,
         ),
     ] = "classify",
+    sample: Annotated[
+        Literal["grid", "labels"],
+        typer.Option(
+            "--sample",
+            help="grid: chips on a regular grid; labels: a chip centred on each point and on "
+            "--per-feature points inside each polygon or line, for sparse labels (use with "
+            "--task segment: masks are 255 where unlabelled).",
+            rich_help_panel=PANEL_CHIPS,
+        ),
+    ] = "grid",
+    per_feature: Annotated[
+        int,
+        typer.Option(
+            "--per-feature",
+            min=1,
+            metavar="N",
+            help="With --sample labels: chips per polygon or line (its representative point, "
+            "then random points inside it).",
+            rich_help_panel=PANEL_CHIPS,
+        ),
+    ] = 1,
     min_labelled: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--min-labelled",
             min=0.0,
             max=1.0,
             metavar="FRACTION",
-            help="Keep a chip only if at least this fraction of it is labelled.",
+            help="Keep a chip only if at least this fraction of it is labelled. Default: 0.5 on "
+            "the grid, 0 with --sample labels.",
             rich_help_panel=PANEL_CHIPS,
+            show_default=False,
         ),
-    ] = 0.5,
+    ] = None,
     max_nodata: Annotated[
         float,
         typer.Option(
@@ -182,7 +205,9 @@ def tile(
         size=size,
         stride=stride,
         task=task,
-        min_labelled=min_labelled,
+        min_labelled=min_labelled if min_labelled is not None else (0.0 if sample == "labels" else 0.5),
+        sample=sample,
+        per_feature=per_feature,
         max_nodata=max_nodata,
         val_fraction=val_fraction,
         block_size=block_size,

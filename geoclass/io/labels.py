@@ -485,6 +485,11 @@ class VectorLabels:
             f"with --label-field, e.g. --label-field {fields[0]}"
         )
 
+    @property
+    def geometries(self) -> np.ndarray:
+        """The labelled features touching the scene, in the scene's CRS (shapely objects)."""
+        return self._geoms
+
     def read(self, window: Window) -> np.ndarray | None:
         """Class ids of the features in ``window`` (``UNLABELLED`` elsewhere); None if none touch it."""
         h, w = int(window.height), int(window.width)

@@ -52,6 +52,9 @@ class TileConfig:
         workers: Threads reading and writing chips; None picks from the CPU count (none below 4
             CPUs), 0 works in the calling thread.
         command: The command line that made the dataset, recorded in ``dataset.json``.
+        sample: ``grid`` (chips on a regular grid) or ``labels`` (chips centred on each point
+            and on ``per_feature`` points inside each polygon or line; for sparse labels).
+        per_feature: Chips per polygon or line with ``sample="labels"``.
     """
 
     scenes: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
@@ -75,6 +78,8 @@ class TileConfig:
     compress_level: int = 1
     workers: int | None = None
     command: str | None = None
+    sample: str = "grid"
+    per_feature: int = 1
 
 
 @dataclass
@@ -132,6 +137,12 @@ def validate(cfg: TileConfig) -> None:
         raise ConfigError(f"--block-size must be >= 1 chip, got {cfg.block_size!r}")
     if cfg.overwrite and cfg.resume:
         raise ConfigError("use either overwrite or resume, not both")
+    if cfg.sample not in ("grid", "labels"):
+        raise ConfigError(f"sample must be 'grid' or 'labels', got {cfg.sample!r}")
+    if cfg.sample == "labels" and cfg.labels is None:
+        raise ConfigError("--sample labels needs --labels (the chips are centred on them)")
+    if not isinstance(cfg.per_feature, int) or cfg.per_feature < 1:
+        raise ConfigError(f"--per-feature must be >= 1, got {cfg.per_feature!r}")
     if cfg.task == "segment" and cfg.labels is None:
         raise ConfigError("--task segment needs --labels (the masks are made from them)")
     if not isinstance(cfg.compress_level, int) or not 1 <= cfg.compress_level <= 9:

@@ -84,6 +84,8 @@ def fingerprint(cfg: TileConfig, scene_paths: list[str], scene: Scene, labels: A
         "val_fraction": cfg.val_fraction,
         "block_size": cfg.block_size,
         "seed": cfg.seed,
+        "sample": cfg.sample,
+        "per_feature": cfg.per_feature,
     }
 
 

@@ -27,6 +27,7 @@ from geoclass.data.tiling.resume import (
     fingerprint,
     prepare_output,
 )
+from geoclass.data.tiling.sample_windows import label_windows
 from geoclass.data.tiling.worker import Worker, class_dirs, ordered_map, scene_prefix
 from geoclass.errors import ConfigError, GeoclassError, Interrupted, OutputError
 from geoclass.io.labels import UNLABELLED, open_labels, read_class_file
@@ -89,6 +90,9 @@ def tile(config: TileConfig, progress: ProgressCallback | None = None) -> TileRe
         elif cfg.label_field is not None or cfg.classes is not None:
             report.warn("--label-field and --classes have no effect without --labels")
         classes = list(labels.classes) if labels is not None else []
+        if cfg.sample == "labels" and not hasattr(labels, "geometries"):
+            raise ConfigError(f"{cfg.labels}: --sample labels centres chips on vector features, "
+                              "and this is a class raster: tile it on the grid")
         check_inputs_outside(out, scene_paths, cfg.labels)
         state = fingerprint(cfg, scene_paths, scene, labels, classes, stride)
         resuming = prepare_output(out, cfg.overwrite, cfg.resume, state, report)
@@ -137,7 +141,12 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
 
     splitter = Splitter(cfg.block_size * stride, cfg.val_fraction, cfg.seed, new_agg)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
-    total = scene.num_windows(cfg.size, stride)
+    if cfg.sample == "labels":
+        sampled = label_windows(labels.geometries, scene, cfg.size, cfg.per_feature, cfg.seed)
+        report.info(f"{len(sampled)} chip windows centred on {len(labels.geometries)} labelled features")
+        total = len(sampled)
+    else:
+        total = scene.num_windows(cfg.size, stride)
     workers = cfg.workers if cfg.workers is not None else _default_workers()
     written = reused = done = 0
     fields = ["path", "label", "split"] + (["mask"] if segment else []) + ["scene", "row", "col"]
@@ -153,7 +162,8 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
         with warnings.catch_warnings(), open(partial_csv, "w", newline="", encoding="utf-8") as fh:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             writer = csv.writer(fh)
-            windows = (gw.read for gw in scene.windows(cfg.size, stride))
+            windows = (iter(sampled) if cfg.sample == "labels"
+                       else (gw.read for gw in scene.windows(cfg.size, stride)))
             for oc in ordered_map(worker, windows, workers):
                 done += 1
                 pending_steps += 1
