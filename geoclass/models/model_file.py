@@ -186,8 +186,23 @@ def default_model_path() -> Path:
 
 
 def resolve_model_path(path: str | Path | None) -> Path:
-    """``path`` or, when None, the shipped default model."""
-    return default_model_path() if path is None else Path(path)
+    """``path``, the model file of a training run folder, or (None) the shipped default model.
+
+    Raises:
+        InputNotFoundError: A folder without ``model.safetensors``.
+    """
+    if path is None:
+        return default_model_path()
+    path = Path(path)
+    if path.is_dir():
+        inner = path / "model.safetensors"
+        if not inner.is_file():
+            raise InputNotFoundError(
+                f"{path}: is a folder without model.safetensors "
+                "(expected a model file or a training run folder)"
+            )
+        return inner
+    return path
 
 
 def _existing(path: str | Path) -> Path:

@@ -280,3 +280,19 @@ def test_gradient_boosted_trees_train_predict_and_load_without_pickle(
     classes = _read(out)
     for k, name in enumerate(NAMES):
         assert (classes[:, 50 * k + 2 : 50 * (k + 1) - 2] == meta.classes.index(name)).mean() > 0.97, name
+
+
+def test_eval_and_predict_take_the_run_folder(tmp_path: Path, scene: Path, polygons: Path) -> None:
+    from geoclass.data.tiling import TileConfig, tile
+    from geoclass.models.model_file import resolve_model_path
+
+    run = tmp_path / "run"
+    train_pixels(PixelTrainConfig(scenes=[str(scene)], labels=str(polygons), out_dir=str(run),
+                                  label_field="cls", epochs=5))
+    assert resolve_model_path(run) == run / "model.safetensors"
+    chips = tmp_path / "chips"
+    tile(TileConfig(scenes=scene, output=chips, labels=polygons, label_field="cls", task="segment",
+                    size=16, sample="labels", per_feature=2, min_labelled=0.0))
+    result = _cli("eval", str(chips), "-m", str(run), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pixel_accuracy"] > 0.9

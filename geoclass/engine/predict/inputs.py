@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from geoclass.errors import BandError, ConfigError, InputNotFoundError, ModelError
+from geoclass.errors import BandError, ConfigError, ModelError
 from geoclass.io.raster_writer import NODATA
 from geoclass.io.reader import Scene
 from geoclass.models.fold import fold_batch_norm
@@ -42,14 +42,6 @@ def model_path(model: str | os.PathLike[str] | None) -> Path:
         raise ModelError(
             f"{default_model_path()}: the default model is not installed; pass -m MODEL.safetensors"
         )
-    if path.is_dir():
-        inner = path / "model.safetensors"
-        if not inner.is_file():
-            raise InputNotFoundError(
-                f"{path}: is a folder without model.safetensors "
-                "(expected a model file or a training run folder)"
-            )
-        path = inner
     return path
 
 
