@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "geoclass.engine.train",
     "train": "geoclass.engine.train",
     "resume": "geoclass.engine.train",
+    "PixelTrainConfig": "geoclass.engine.train.pixels",
+    "train_pixels": "geoclass.engine.train.pixels",
     "EvalConfig": "geoclass.engine.evaluate",
     "evaluate": "geoclass.engine.evaluate",
     "PredictConfig": "geoclass.engine.predict",
