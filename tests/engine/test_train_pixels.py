@@ -18,7 +18,7 @@ from geoclass.cli.app import app
 from geoclass.data.pixel_samples import split_blocks
 from geoclass.engine.predict import PredictConfig, predict
 from geoclass.engine.train.pixels import PixelTrainConfig, train_pixels
-from geoclass.errors import LabelError
+from geoclass.errors import ConfigError, LabelError
 from geoclass.models.model_file import load_model_file, read_model_meta
 from tests.conftest import UTM_TRANSFORM, make_raster
 from tests.io.test_labels import write_vector
@@ -296,3 +296,22 @@ def test_eval_and_predict_take_the_run_folder(tmp_path: Path, scene: Path, polyg
     result = _cli("eval", str(chips), "-m", str(run), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["pixel_accuracy"] > 0.9
+
+
+def test_independent_validation_labels(tmp_path: Path, scene: Path) -> None:
+    train_labels = _polygons(tmp_path / "train.gpkg", rows=(5, 45))
+    val_labels = _polygons(tmp_path / "val.gpkg", rows=(90,))
+    result = train_pixels(PixelTrainConfig(scenes=[str(scene)], labels=str(train_labels), out_dir=str(tmp_path / "r"),
+                                           label_field="cls", val_labels=str(val_labels), epochs=10))
+    assert result.train_pixels == 2 * 3 * 20 * 25 and result.val_pixels == 3 * 20 * 25
+    assert result.metrics["validation"].startswith("independent labels") and result.metrics["balanced_accuracy"] > 0.95
+
+
+def test_a_run_folder_never_replaces_an_input(tmp_path: Path, scene: Path, polygons: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").symlink_to(polygons)  # the labels, reached through the run folder
+    with pytest.raises(ConfigError, match="would replace"):
+        train_pixels(PixelTrainConfig(scenes=[str(scene)], labels=str(polygons), out_dir=str(run),
+                                      label_field="cls", epochs=2))
+    assert polygons.read_bytes()[:16].startswith(b"SQLite format 3")

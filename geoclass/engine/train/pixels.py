@@ -27,7 +27,7 @@ from geoclass.engine.metrics import classification_report
 from geoclass.engine.train.config import FINAL_MODEL
 from geoclass.errors import ConfigError, LabelError, OutputExistsError
 from geoclass.io.labels import ClassSpec, open_labels
-from geoclass.io.outputs import atomic_output
+from geoclass.io.outputs import atomic_output, check_output_path, input_files
 from geoclass.io.reader import Scene, open_scene
 from geoclass.models.model_file import ModelMeta, save_model_file
 from geoclass.models.pixel import (
@@ -263,7 +263,10 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
                 "bands": config.bands,
             },
         )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        inputs = input_files(config.scenes, "scene") + input_files(
+            [p for p in (config.labels, config.val_labels) if p], "labels", raster=False)
+        for target in (model_path, run_dir / METRICS_JSON):
+            check_output_path(target, overwrite=True, inputs=inputs, kind="run output")
         save_model_file(model_path, model, meta)
         with atomic_output(run_dir / METRICS_JSON) as tmp:
             tmp.write_text(json.dumps({"config": _jsonable(asdict(config)), "metrics": metrics},
