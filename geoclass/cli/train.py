@@ -120,14 +120,23 @@ def train(
             rich_help_panel=PANEL_LABELS,
         ),
     ] = 0,
+    val_by: Annotated[
+        Literal["features", "blocks"],
+        typer.Option(
+            "--val-by",
+            help="What validation holds out, never random pixels: whole labelled features "
+            "(polygons, points) or whole spatial blocks of --block-size px (always for a class "
+            "raster).",
+            rich_help_panel=PANEL_LABELS,
+        ),
+    ] = "features",
     block_size: Annotated[
         int,
         typer.Option(
             "--block-size",
             min=1,
             metavar="PX",
-            help="Side of the spatial blocks validation is drawn from (whole blocks, never "
-            "random pixels).",
+            help="Side of the spatial blocks of --val-by blocks.",
             rich_help_panel=PANEL_LABELS,
         ),
     ] = 32,
@@ -394,7 +403,7 @@ def train(
             model=model or "pixel-mlp",
             label_field=label_field, classes=_str(classes), bands=bands, nodata=nodata,
             band_names=_names(band_names), texture=texture, max_per_class=max_per_class,
-            point_buffer=buffer, block_size=block_size, val_fraction=max(val_fraction, 0.05),
+            point_buffer=buffer, split=val_by, block_size=block_size, val_fraction=max(val_fraction, 0.05),
             val_labels=_str(val_labels), val_bounds=_bounds(val_bounds),
             epochs=epochs or PixelTrainConfig.epochs, lr=lr if lr != 1e-3 else PixelTrainConfig.lr,
             seed=seed, overwrite=overwrite,

@@ -6,8 +6,8 @@ exactly as predict sees it), its features are computed by the model itself, and 
 valid pixels are kept, at most ``max_per_class`` per class by a uniform random sample (a
 priority sample, so memory holds about twice that per class whatever the label area).
 
-Every pixel carries its spatial block (``block_size`` x ``block_size`` pixels of its scene) for
-validation splits by area, never by random pixels.
+Every pixel carries its group for validation splits, never by random pixels: the vector feature
+(polygon, point) that labels it, or its spatial block (``block_size`` x ``block_size`` pixels).
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def sample_pixels(
     seed: int = 0,
     block_offset: int = 0,
     holdout_bounds: tuple[float, float, float, float] | None = None,
+    by_feature: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PixelSamples:
     """Feature vectors of the labelled, valid pixels of ``scene``.
@@ -120,6 +121,8 @@ def sample_pixels(
         block_offset: Added to block ids (to keep those of several scenes apart).
         holdout_bounds: ``(left, bottom, right, top)`` in the scene's CRS: pixels whose centre
             lies inside are marked ``holdout``.
+        by_feature: Group pixels by the vector feature that labels them (``blocks`` then holds
+            the feature index) instead of by spatial block, for splits by whole polygons.
         progress: Receives progress events (task ``sample``).
     """
     report = Reporter(progress)
@@ -152,7 +155,11 @@ def sample_pixels(
             np.add.at(labelled, ks, 1)
             vectors = feats[:, rows, cols].T.astype(np.float32)
             grow, gcol = rows + r0, cols + c0
-            blocks = block_offset + (grow // block_size) * block_cols + gcol // block_size
+            if by_feature:
+                feature_ids = labels.read_feature_ids(core)  # type: ignore[attr-defined]
+                blocks = block_offset + feature_ids[rows, cols].astype(np.int64)
+            else:
+                blocks = block_offset + (grow // block_size) * block_cols + gcol // block_size
             holdout = _inside(scene, grow, gcol, holdout_bounds)
             for k in np.unique(ks):
                 sel = ks == k

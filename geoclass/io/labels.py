@@ -492,6 +492,14 @@ class VectorLabels:
 
     def read(self, window: Window) -> np.ndarray | None:
         """Class ids of the features in ``window`` (``UNLABELLED`` elsewhere); None if none touch it."""
+        return self._burn(window, self._ids, "uint8", UNLABELLED)
+
+    def read_feature_ids(self, window: Window) -> np.ndarray | None:
+        """Which feature labels each pixel of ``window`` (its index; -1 elsewhere), burnt exactly
+        as :meth:`read` burns the classes; None if no feature touches the window."""
+        return self._burn(window, np.arange(len(self._geoms)), "int32", -1)
+
+    def _burn(self, window: Window, values: np.ndarray, dtype: str, fill: int) -> np.ndarray | None:
         h, w = int(window.height), int(window.width)
         wt = window_transform(self._scene_transform, window)
         left, bottom, right, top = ordered_bounds(window_bounds(self._scene_transform, window))
@@ -512,15 +520,15 @@ class VectorLabels:
         out: np.ndarray | None = None
         polygonal = self._polygonal[idx]
         for touched, sel in ((False, polygonal), (True, ~polygonal)):
-            shapes = [(g, int(v)) for g, v in zip(geoms[sel], self._ids[idx][sel]) if not g.is_empty]
+            shapes = [(g, int(v)) for g, v in zip(geoms[sel], values[idx][sel]) if not g.is_empty]
             if not shapes:
                 continue
-            layer = rasterize(shapes, out_shape=(h, w), transform=wt, fill=UNLABELLED,
-                              dtype="uint8", all_touched=touched)
+            layer = rasterize(shapes, out_shape=(h, w), transform=wt, fill=fill,
+                              dtype=dtype, all_touched=touched)
             if out is None:
                 out = layer
             else:
-                np.copyto(out, layer, where=layer != UNLABELLED)
+                np.copyto(out, layer, where=layer != fill)
         return out
 
     def close(self) -> None:

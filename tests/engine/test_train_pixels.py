@@ -20,6 +20,7 @@ from geoclass.engine.predict import PredictConfig, predict
 from geoclass.engine.train.pixels import PixelTrainConfig, train_pixels
 from geoclass.errors import ConfigError, LabelError
 from geoclass.models.model_file import load_model_file, read_model_meta
+from geoclass.models.pixel import PixelMLP
 from tests.conftest import UTM_TRANSFORM, make_raster
 from tests.io.test_labels import write_vector
 
@@ -78,7 +79,7 @@ def test_polygons_train_a_model_that_predict_runs_per_pixel(tmp_path: Path, scen
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["metrics"]["balanced_accuracy"] > 0.95 and doc["val_pixels"] > 0
-    assert "blocks" in doc["metrics"]["validation"]
+    assert "whole features" in doc["metrics"]["validation"]
     meta = read_model_meta(run / "model.safetensors")
     assert meta.architecture == "pixel-mlp" and meta.classes == ["field", "forest", "water"]
     assert meta.band_names == ["blue", "green", "red", "nir"]
@@ -315,3 +316,32 @@ def test_a_run_folder_never_replaces_an_input(tmp_path: Path, scene: Path, polyg
         train_pixels(PixelTrainConfig(scenes=[str(scene)], labels=str(polygons), out_dir=str(run),
                                       label_field="cls", epochs=2))
     assert polygons.read_bytes()[:16].startswith(b"SQLite format 3")
+
+
+def test_validation_holds_out_whole_polygons(tmp_path: Path, scene: Path, polygons: Path) -> None:
+    from geoclass.data.pixel_samples import sample_pixels, window_features
+    from geoclass.io.labels import open_labels
+    from geoclass.io.reader import open_scene
+
+    with open_scene(scene) as opened:
+        labels = open_labels(polygons, opened, field="cls")
+        model = PixelMLP(3, 4).eval()
+        samples = sample_pixels(opened, labels, window_features(model, lambda d: d.astype(np.float32)),
+                                classes=3, halo=0, max_per_class=10_000, block_size=16, by_feature=True)
+    # Nine polygons of 20 x 25 px: every pixel's group is its polygon.
+    assert sorted(np.unique(samples.blocks, return_counts=True)[1]) == [500] * 9
+    val = split_blocks(samples.labels, samples.blocks, 0.3, seed=0)
+    for feature in np.unique(samples.blocks):
+        assert len(set(val[samples.blocks == feature])) == 1  # a polygon is never split
+    for k in range(3):
+        assert 0 < val[samples.labels == k].sum() < 1500
+
+
+def test_one_feature_per_class_cannot_be_validated_and_says_so(tmp_path: Path, scene: Path) -> None:
+    labels = write_vector(tmp_path / "l.gpkg", [(_box(10, 50 * k + 10, 30, 25), {"cls": n}) for k, n in enumerate(NAMES)])
+    events: list[Any] = []
+    result = train_pixels(PixelTrainConfig(scenes=[str(scene)], labels=str(labels), out_dir=str(tmp_path / "r"),
+                                           label_field="cls", epochs=3), events.append)
+    warnings = [e.message for e in events if e.level == "warning"]
+    assert any("every class lies in a single feature" in w and "--val-labels" in w for w in warnings)
+    assert result.metrics["validation"].startswith("the training pixels")

@@ -69,6 +69,8 @@ class PixelTrainConfig:
         hidden: Hidden layer widths of the MLP.
         max_per_class: Labelled pixels sampled per class at most.
         point_buffer: Pixels around each point (and line) label that take its class.
+        split: Validation takes whole ``features`` (polygons, points: vector labels) or whole
+            spatial ``blocks`` (always for raster labels).
         block_size: Side of the spatial validation blocks, in pixels.
         val_fraction: Share of each class held out (whole blocks) without ``val_labels``.
         val_labels: An independent validation label file (same field and classes).
@@ -96,6 +98,7 @@ class PixelTrainConfig:
     hidden: list[int] = field(default_factory=lambda: [32, 32])
     max_per_class: int = 20000
     point_buffer: int = 0
+    split: str = "features"
     block_size: int = 32
     val_fraction: float = 0.2
     val_labels: str | None = None
@@ -117,6 +120,8 @@ class PixelTrainConfig:
             raise ConfigError(f"val fraction must be in (0, 1), got {self.val_fraction}")
         if self.block_size < 1 or self.texture < 0 or self.point_buffer < 0:
             raise ConfigError("block size must be >= 1, texture and point buffer >= 0")
+        if self.split not in ("features", "blocks"):
+            raise ConfigError(f"split must be 'features' or 'blocks', got {self.split!r}")
         if self.val_labels is not None and self.val_bounds is not None:
             raise ConfigError("give either val labels or val bounds, not both")
         if self.val_bounds is not None:
@@ -177,9 +182,11 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
         model.eval()
         meta_norm = _normalizer(mean, std)
         features = window_features(model, meta_norm)
+        by_feature = config.split == "features" and hasattr(labels, "read_feature_ids")
         samples = sample_pixels(scene, labels, features, classes=len(classes), halo=config.texture,
                                 max_per_class=config.max_per_class, block_size=config.block_size,
-                                seed=config.seed, holdout_bounds=config.val_bounds, progress=progress)
+                                seed=config.seed, holdout_bounds=config.val_bounds,
+                                by_feature=by_feature, progress=progress)
         labels.close()
         keep = _check_classes(samples, classes, config.labels, report)
         if config.val_labels is not None:
@@ -202,16 +209,20 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
                 split = f"labels inside {config.val_bounds}"
             else:
                 is_val = split_blocks(samples.labels, samples.blocks, config.val_fraction, config.seed)
-                split = f"{config.val_fraction:.0%} of each class by {config.block_size} px blocks"
+                unit = "whole features" if by_feature else f"{config.block_size} px blocks"
+                split = f"{config.val_fraction:.0%} of each class by {unit}"
             train_x, train_y = samples.features[~is_val], samples.labels[~is_val]
             train_blocks = samples.blocks[~is_val]
             val_x, val_y = samples.features[is_val], samples.labels[is_val]
         if len(np.unique(train_y)) < 2:
             raise LabelError(f"{config.labels}: the training pixels hold fewer than two classes")
         if len(val_y) == 0:
-            report.warn("no validation pixels (every class lies in a single block); the metrics "
-                        "below are on the training pixels")
+            unit = "feature" if by_feature else "block"
+            report.warn(f"no validation pixels (every class lies in a single {unit}); the metrics "
+                        "below are on the training pixels (label more features, or pass "
+                        "--val-labels)")
             val_x, val_y = train_x, train_y
+            split = "the training pixels (no validation pixels)"
         report.info(f"{len(train_y):,} training and {len(val_y):,} validation pixels "
                     f"({split}); {model.num_features} features: "
                     f"{', '.join(feature_names(band_names, scene.count, indices, config.texture))}")
