@@ -167,8 +167,9 @@ def train(
             metavar="NAME",
             help="Architecture: cnn, cnn-wide, compact, hybrid, resnet18, resnet50, "
             "efficientnet_b3 (classifiers), fcn, fpn, swin-fpn (segmenters), or timm:NAME for "
-            "any timm model. Required unless --resume. With --labels: pixel-mlp (default) or "
-            "pixel-gbt (LightGBM trees: 0.73 vs 0.76 held out on T33UUU, ~100x slower to predict).",
+            "any timm model. Required unless --resume. With --labels: pixel-mlp (default), "
+            "pixel-gbt or pixel-rf (LightGBM boosted trees / random forest: 0.73 vs 0.76 held "
+            "out on T33UUU for gbt, ~100x slower to predict).",
             rich_help_panel=PANEL_MODEL,
             show_default=False,
         ),
@@ -392,10 +393,10 @@ def train(
         if not data or output is None:
             flag = "'SCENE'" if not data else "'--output'"
             raise typer.BadParameter("missing (required with --labels)", param_hint=flag)
-        if model not in (None, "pixel-mlp", "pixel-gbt"):
+        if model not in (None, "pixel-mlp", "pixel-gbt", "pixel-rf"):
             raise typer.BadParameter(f"{model!r}: training from --labels builds a pixel-mlp (the "
-                                     "default) or pixel-gbt; chip models train on 'geoclass tile' "
-                                     "output", param_hint="'--model'")
+                                     "default), pixel-gbt or pixel-rf; chip models train on "
+                                     "'geoclass tile' output", param_hint="'--model'")
         from geoclass.engine.train.pixels import PixelTrainConfig, train_pixels
 
         pixel_config = PixelTrainConfig(

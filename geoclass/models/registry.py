@@ -91,6 +91,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                               "neighbourhood texture; trained from a scene + labels"),
     "pixel-gbt": Architecture(_local(PixelTrees), "segment",
                               "per-pixel gradient-boosted trees (LightGBM) over the same features"),
+    "pixel-rf": Architecture(_local(PixelTrees), "segment",
+                             "per-pixel random forest (LightGBM's rf mode) over the same features"),
     "fpn": Architecture(_fpn, "segment", "FPN over a timm backbone (backbone=resnet18 by default)", uses_timm=True),
     "swin-fpn": Architecture(_swin_fpn, "segment", "FPN over a Swin-T backbone", uses_timm=True),
 }

@@ -259,16 +259,17 @@ def test_a_stack_mixing_data_types_and_nodata_values(tmp_path: Path) -> None:
     assert meta.arch_kwargs["indices"] == ["ndvi"] and result.metrics["balanced_accuracy"] > 0.95
 
 
-def test_gradient_boosted_trees_train_predict_and_load_without_pickle(
-    tmp_path: Path, scene: Path, polygons: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("arch", ["pixel-gbt", "pixel-rf"])
+def test_trees_train_predict_and_load_without_pickle(
+    tmp_path: Path, scene: Path, polygons: Path, monkeypatch: pytest.MonkeyPatch, arch: str
 ) -> None:
-    run = tmp_path / "gbt"
+    run = tmp_path / "trees"
     result = _cli("train", str(scene), "--labels", str(polygons), "--label-field", "cls", "-o", str(run),
-                  "--model", "pixel-gbt", "--block-size", "16", "--json")
+                  "--model", arch, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["metrics"]["balanced_accuracy"] > 0.95
     meta = read_model_meta(run / "model.safetensors")
-    assert meta.architecture == "pixel-gbt" and meta.arch_kwargs["booster"].startswith("tree\n")
+    assert meta.architecture == arch and meta.arch_kwargs["booster"].startswith("tree\n")
 
     def no_pickle(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model file must never be unpickled")

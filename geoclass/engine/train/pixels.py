@@ -75,8 +75,9 @@ class PixelTrainConfig:
         val_fraction: Share of each class held out (whole blocks) without ``val_labels``.
         val_labels: An independent validation label file (same field and classes).
         val_bounds: ``(left, bottom, right, top)`` in the scene's CRS: labels inside validate.
-        model: ``pixel-mlp`` (the default) or ``pixel-gbt`` (LightGBM trees).
-        trees: Boosting rounds of ``pixel-gbt`` at most (early stopping).
+        model: ``pixel-mlp`` (the default), ``pixel-gbt`` (LightGBM boosted trees) or ``pixel-rf``
+            (LightGBM's random forest mode).
+        trees: Trees (per class) of ``pixel-gbt`` / ``pixel-rf`` at most (early stopping).
         epochs: Passes of ``pixel-mlp`` over the sampled training pixels (at most; early stopping).
         batch_size: Pixels per step.
         lr: AdamW learning rate.
@@ -112,8 +113,8 @@ class PixelTrainConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
-        if self.model not in ("pixel-mlp", "pixel-gbt"):
-            raise ConfigError(f"per-pixel models are pixel-mlp and pixel-gbt, got {self.model!r}")
+        if self.model not in ("pixel-mlp", "pixel-gbt", "pixel-rf"):
+            raise ConfigError(f"per-pixel models are pixel-mlp, pixel-gbt and pixel-rf, got {self.model!r}")
         if self.max_per_class < _MIN_PER_CLASS:
             raise ConfigError(f"max per class must be at least {_MIN_PER_CLASS}, got {self.max_per_class}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -400,6 +401,9 @@ def _fit_trees(model: PixelTrees, train_x: np.ndarray, train_y: np.ndarray, stop
         "bagging_freq": 1, "lambda_l2": 1.0, "seed": config.seed, "verbose": -1,
         "num_threads": os.cpu_count() or 1, "deterministic": True, "force_row_wise": True,
     }
+    if config.model == "pixel-rf":  # bagged, fully grown trees averaged: a random forest
+        params.update(boosting="rf", num_leaves=255, min_data_in_leaf=5, bagging_fraction=0.632,
+                      feature_fraction=0.6)
     train_set = lightgbm.Dataset(train_x, train_y, weight=per_class[train_y])
     stop_set = lightgbm.Dataset(stop_x, stop_y, weight=per_class[stop_y], reference=train_set)
     rounds = config.trees
