@@ -64,6 +64,16 @@ def train(
         str | None,
         _path_option("--label-field", "FIELD", "Class attribute of vector labels.", PANEL_LABELS),
     ] = None,
+    more_scenes: Annotated[
+        Path | None,
+        _path_option(
+            "--more-scenes",
+            "FILE",
+            'Further labelled scenes of the same bands: a JSON list of {"scenes": [files], '
+            '"labels": file}, paths relative to FILE.',
+            PANEL_LABELS,
+        ),
+    ] = None,
     classes: Annotated[
         Path | None,
         _path_option(
@@ -397,7 +407,7 @@ def train(
             raise typer.BadParameter(f"{model!r}: training from --labels builds a pixel-mlp (the "
                                      "default), pixel-gbt or pixel-rf; chip models train on "
                                      "'geoclass tile' output", param_hint="'--model'")
-        from geoclass.engine.train.pixels import PixelTrainConfig, train_pixels
+        from geoclass.engine.train.pixels import PixelTrainConfig, read_scene_list, train_pixels
 
         pixel_config = PixelTrainConfig(
             scenes=[str(p) for p in data], labels=str(labels), out_dir=str(output),
@@ -408,6 +418,7 @@ def train(
             val_labels=_str(val_labels), val_bounds=_bounds(val_bounds),
             epochs=epochs or PixelTrainConfig.epochs, lr=lr if lr != 1e-3 else PixelTrainConfig.lr,
             seed=seed, overwrite=overwrite,
+            more=read_scene_list(more_scenes) if more_scenes is not None else [],
         )
         with live:
             pixel_result = train_pixels(pixel_config, progress=callback)

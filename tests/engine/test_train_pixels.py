@@ -346,3 +346,35 @@ def test_one_feature_per_class_cannot_be_validated_and_says_so(tmp_path: Path, s
     warnings = [e.message for e in events if e.level == "warning"]
     assert any("every class lies in a single feature" in w and "--val-labels" in w for w in warnings)
     assert result.metrics["validation"].startswith("the training pixels")
+
+
+def test_several_labelled_scenes_train_one_model(tmp_path: Path, scene: Path, polygons: Path) -> None:
+    # A second scene 10 km east, with its own labels (only two of the classes, one of them
+    # spelled as the first scene spells it): the classes are matched by name.
+    second = tmp_path / "second"
+    second.mkdir()
+    east = Affine(10.0, 0.0, X0 + 10_000, 0.0, -10.0, Y0)
+    rng = np.random.default_rng(5)
+    img = np.zeros((4, 60, 100))
+    img[:, :, :50] = np.asarray(SPECTRA["water"], float)[:, None, None]
+    img[:, :, 50:] = np.asarray(SPECTRA["field"], float)[:, None, None]
+    img = np.clip(img + rng.normal(0, 120, img.shape), 1, 10000).astype(np.uint16)
+    make_raster(second / "b.tif", img, transform=east, nodata=0, descriptions=["blue", "green", "red", "nir"])
+    boxes = [(sg.box(east.c + 100, Y0 - 500, east.c + 400, Y0 - 100), {"cls": "water"}),
+             (sg.box(east.c + 600, Y0 - 500, east.c + 900, Y0 - 100), {"cls": "field"})]
+    write_vector(second / "b.gpkg", boxes)
+    listing = tmp_path / "more.json"
+    listing.write_text(json.dumps([{"scenes": "second/b.tif", "labels": "second/b.gpkg"}]))
+    run = tmp_path / "run"
+    result = _cli("train", str(scene), "--labels", str(polygons), "--label-field", "cls", "-o", str(run),
+                  "--more-scenes", str(listing), "--epochs", "10", "--json")
+    assert result.exit_code == 0, result.output
+    meta = read_model_meta(run / "model.safetensors")
+    assert meta.training_data["labelled_pixels"] == {"water": 1500 + 1200, "forest": 1500, "field": 1500 + 1200}
+    assert meta.training_data["scenes"] == ["scene.tif", "b.tif"]
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"scenes": "x.tif"}))
+    result = _cli("train", str(scene), "--labels", str(polygons), "--label-field", "cls", "-o", str(tmp_path / "r2"),
+                  "--more-scenes", str(bad))
+    assert result.exit_code == 2 and "expected a JSON list" in result.stderr

@@ -25,7 +25,7 @@ from torch import nn
 from geoclass.data.pixel_samples import PixelSamples, sample_pixels, split_blocks, window_features
 from geoclass.engine.metrics import classification_report
 from geoclass.engine.train.config import FINAL_MODEL
-from geoclass.errors import ConfigError, LabelError, OutputExistsError
+from geoclass.errors import ConfigError, InputNotFoundError, LabelError, OutputExistsError
 from geoclass.io.labels import ClassSpec, open_labels
 from geoclass.io.outputs import atomic_output, check_output_path, input_files
 from geoclass.io.reader import Scene, open_scene
@@ -41,7 +41,7 @@ from geoclass.models.pixel import (
 from geoclass.models.registry import create_model
 from geoclass.progress import ProgressCallback, Reporter
 
-__all__ = ["PixelTrainConfig", "PixelTrainResult", "train_pixels"]
+__all__ = ["PixelTrainConfig", "PixelTrainResult", "read_scene_list", "train_pixels"]
 
 METRICS_JSON = "metrics.json"
 _MIN_PER_CLASS = 10
@@ -83,6 +83,9 @@ class PixelTrainConfig:
         lr: AdamW learning rate.
         seed: Seed of the sample, split and initialisation.
         overwrite: Replace an existing run folder's model.
+        more: Further labelled scenes, ``(scene files, labels)``: the same bands, classes (by
+            name, or ``classes``) and label field; sampled like the first, ``max_per_class`` in
+            all, and validated the same way (their features and blocks stay apart).
     """
 
     scenes: list[str]
@@ -111,6 +114,7 @@ class PixelTrainConfig:
     lr: float = 3e-3
     seed: int = 0
     overwrite: bool = False
+    more: list[tuple[list[str], str]] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.model not in ("pixel-mlp", "pixel-gbt", "pixel-rf"):
@@ -189,6 +193,9 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
                                 seed=config.seed, holdout_bounds=config.val_bounds,
                                 by_feature=by_feature, progress=progress)
         labels.close()
+        if config.more:
+            samples = _more_scenes(config, scene, samples, features, classes, labels, by_feature,
+                                   progress)
         keep = _check_classes(samples, classes, config.labels, report)
         if config.val_labels is not None:
             field = config.label_field or getattr(labels, "field", None)
@@ -263,7 +270,9 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
             metrics={k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
                                              "cohen_kappa", "samples")},
             training_data={
-                "scenes": [os.path.basename(p) for p in config.scenes],
+                "scenes": [os.path.basename(p) for p in config.scenes]
+                + [os.path.basename(p) for files, _ in config.more for p in files],
+                "more_labels": [os.path.basename(labels_path) for _, labels_path in config.more],
                 "labels": os.path.basename(config.labels),
                 "labels_sha256": _sha256(config.labels),
                 "label_field": getattr(labels, "field", None),
@@ -287,6 +296,82 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
                                 epochs_run, best_epoch, time.perf_counter() - t0)
     finally:
         scene.close()
+
+
+def read_scene_list(path: str | os.PathLike[str]) -> list[tuple[list[str], str]]:
+    """Read a ``--more-scenes`` file: a JSON list of ``{"scenes": [files], "labels": file}``
+    (``scenes`` may be one file), paths relative to the file's folder.
+
+    Raises:
+        InputNotFoundError: The file does not exist.
+        ConfigError: It is not such a list.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"{p}: scene list not found")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{p}: not a JSON scene list ({exc})") from exc
+    expected = 'expected a JSON list of {"scenes": [files], "labels": file}'
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"{p}: {expected}, found {type(data).__name__}")
+    out: list[tuple[list[str], str]] = []
+    for i, entry in enumerate(data, start=1):
+        scenes = entry.get("scenes") if isinstance(entry, dict) else None
+        labels = entry.get("labels") if isinstance(entry, dict) else None
+        if isinstance(scenes, str):
+            scenes = [scenes]
+        if not (isinstance(scenes, list) and scenes and all(isinstance(f, str) for f in scenes)
+                and isinstance(labels, str)):
+            raise ConfigError(f"{p}: entry {i}: {expected}")
+        out.append(([str(p.parent / f) for f in scenes], str(p.parent / labels)))
+    return out
+
+
+def _more_scenes(config: PixelTrainConfig, first: Scene, samples: PixelSamples, features: Any,
+                 classes: list[str], first_labels: Any, by_feature: bool,
+                 progress: ProgressCallback | None) -> PixelSamples:
+    """Add the labelled pixels of ``config.more`` to the first scene's, ``max_per_class`` in all."""
+    parts = [samples]
+    field_name = config.label_field or getattr(first_labels, "field", None)
+    for i, (files, labels_path) in enumerate(config.more, start=1):
+        with open_scene(files, bands=config.bands, nodata=config.nodata) as scene:
+            if scene.count != first.count or scene.dtype != first.dtype:
+                raise ConfigError(
+                    f"{scene.name}: {scene.count} bands of {scene.dtype}, but the first scene has "
+                    f"{first.count} of {first.dtype}; a model is trained on one kind of scene")
+            labels = open_labels(labels_path, scene, field=field_name,
+                                 classes=config.classes or classes, layer=config.layer,
+                                 progress=progress, point_buffer=config.point_buffer)
+            try:
+                parts.append(sample_pixels(
+                    scene, labels, features, classes=len(classes), halo=config.texture,
+                    max_per_class=config.max_per_class, block_size=config.block_size,
+                    seed=config.seed + i, block_offset=i << 40, holdout_bounds=config.val_bounds,
+                    by_feature=by_feature, progress=progress))
+            finally:
+                labels.close()
+    rng = np.random.default_rng(config.seed)
+    labels_all = np.concatenate([p.labels for p in parts])
+    keep = np.zeros(len(labels_all), bool)
+    for k in np.unique(labels_all):  # a uniform sample of each class across the scenes
+        members = np.flatnonzero(labels_all == k)
+        keep[rng.permutation(members)[: config.max_per_class]] = True
+    return PixelSamples(
+        features=_concat([p.features for p in parts])[keep],
+        labels=labels_all[keep],
+        blocks=np.concatenate([p.blocks for p in parts])[keep],
+        holdout=np.concatenate([p.holdout for p in parts])[keep],
+        labelled=sum(p.labelled for p in parts),
+        on_nodata=sum(p.on_nodata for p in parts),
+    )
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenate feature arrays, skipping empty ``(0, 0)`` ones."""
+    kept = [a for a in arrays if a.size]
+    return np.concatenate(kept) if kept else np.zeros((0, 0), np.float32)
 
 
 def _band_names(config: PixelTrainConfig, scene: Scene) -> list[str]:
