@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import uuid
@@ -89,6 +90,15 @@ _NETWORK_PREFIXES = (
     "http://", "https://", "ftp://", "s3://", "gs://", "az://",
 )
 _CONTAINER_PREFIXES = ("/vsizip/", "/vsigzip/", "/vsitar/", "/vsi7z/", "/vsirar/")
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, as hex: identifies an input (a model, labels) in a record."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _is_network(path: str) -> bool:

@@ -8,7 +8,6 @@ the same fingerprint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,21 +17,13 @@ import numpy as np
 
 from geoclass import __version__
 from geoclass.errors import ConfigError, OutputExistsError
+from geoclass.io.outputs import file_digest
 from geoclass.io.raster_writer import StripWriter
 from geoclass.progress import Reporter
 
-__all__ = ["file_digest", "read_sidecar", "resume_state", "scene_identity", "write_sidecar"]
+__all__ = ["read_sidecar", "resume_state", "scene_identity", "write_sidecar"]
 
 _SIDECAR_VERSION = 1
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def scene_identity(path: str) -> dict[str, Any]:

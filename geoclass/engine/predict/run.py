@@ -280,9 +280,9 @@ def _pipeline(job: _Job, plan: Plan, rasters: out.OutputRasters) -> int:
     # Large dense windows: batch only as many as one forward call takes (memory stays flat).
     batch_size = min(c.batch_size, getattr(strategy, "max_batch", c.batch_size))
     threads = torch.get_num_threads()
-    if strategy.name == "pixel" and job.device.type == "cpu" and workers > 0:
-        # A per-pixel model costs less than decoding its bands: leave the readers their cores
-        # (13-band JP2 stack, 2 cores: 0.75 -> 0.93 MP/s with one torch thread beside one reader).
+    if getattr(strategy, "reader_bound", False) and job.device.type == "cpu" and workers > 0:
+        # The model costs less than reading: leave the readers their cores (per-pixel model,
+        # 13-band JP2 stack, 2 cores: 0.75 -> 0.93 MP/s with one torch thread beside one reader).
         torch.set_num_threads(max(1, threads - workers))
     try:
         return run_pipeline(

@@ -138,6 +138,7 @@ class WindowStrategy:
 
     name = "windows"
     memory_format = torch.channels_last  # convolutions run fastest on NHWC on CPUs and GPUs
+    reader_bound = False  # True: reading the scene costs more than the model (see run._pipeline)
 
     def __init__(self, model: nn.Module, meta: ModelMeta, options: StrategyOptions) -> None:
         self.model, self.meta = model, meta
@@ -208,6 +209,7 @@ class PixelStrategy(WindowStrategy):
     name = "pixel"
     default_window = 512
     memory_format = torch.contiguous_format  # per-pixel features: ~15% faster on NCHW rows
+    reader_bound = True  # a per-pixel model costs less than decoding its bands
     # Windows per forward call: two 512 px windows of a 13-band stack are already ~27 MB of input;
     # larger batches only fill memory (the model runs windows one by one).
     max_batch = 2

@@ -10,11 +10,10 @@ self-describing model file that ``geoclass predict -m RUN`` runs per pixel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from geoclass.engine.metrics import classification_report
 from geoclass.engine.train.config import FINAL_MODEL
 from geoclass.errors import ConfigError, InputNotFoundError, LabelError, OutputExistsError
 from geoclass.io.labels import ClassSpec, open_labels
-from geoclass.io.outputs import atomic_output, check_output_path, input_files
+from geoclass.io.outputs import atomic_output, check_output_path, file_digest, input_files
 from geoclass.io.reader import Scene, open_scene
 from geoclass.models.model_file import ModelMeta, save_model_file
 from geoclass.models.pixel import (
@@ -185,8 +184,11 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
         model.band_mean.copy_(torch.tensor(mean))
         model.band_std.copy_(torch.tensor(std))
         model.eval()
-        meta_norm = _normalizer(mean, std)
-        features = window_features(model, meta_norm)
+        # The model file's own preprocessing: training pixels are read exactly as predict reads them.
+        input_meta = ModelMeta(architecture=config.model, task="segment", classes=classes,
+                               in_chans=scene.count, chip_size=256, mean=mean, std=std,
+                               train_dtype=str(scene.dtype))
+        features = window_features(model, input_meta.preprocess)
         by_feature = config.split == "features" and hasattr(labels, "read_feature_ids")
         samples = sample_pixels(scene, labels, features, classes=len(classes), halo=config.texture,
                                 max_per_class=config.max_per_class, block_size=config.block_size,
@@ -256,17 +258,10 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
         metrics["balanced_accuracy"] = metrics["macro_recall"]
         metrics["validation"] = split
         metrics["classes_trained"] = [classes[k] for k in keep]
-        meta = ModelMeta(
-            architecture=config.model,
-            task="segment",
-            classes=classes,
-            in_chans=scene.count,
-            chip_size=256,
-            mean=mean,
-            std=std,
+        meta = replace(
+            input_meta,
             arch_kwargs=arch_kwargs,
             band_names=band_names,
-            train_dtype=str(scene.dtype),
             metrics={k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
                                              "cohen_kappa", "samples")},
             training_data={
@@ -274,7 +269,7 @@ def train_pixels(config: PixelTrainConfig, progress: ProgressCallback | None = N
                 + [os.path.basename(p) for files, _ in config.more for p in files],
                 "more_labels": [os.path.basename(labels_path) for _, labels_path in config.more],
                 "labels": os.path.basename(config.labels),
-                "labels_sha256": _sha256(config.labels),
+                "labels_sha256": file_digest(Path(config.labels)) if Path(config.labels).is_file() else None,
                 "label_field": getattr(labels, "field", None),
                 "labelled_pixels": {c: int(n) for c, n in zip(classes, samples.labelled, strict=True)},
                 "train_pixels": int(len(train_y)),
@@ -391,16 +386,6 @@ def _band_names(config: PixelTrainConfig, scene: Scene) -> list[str]:
     return names if len(seen) == len(set(seen)) else [""] * scene.count
 
 
-def _normalizer(mean: list[float], std: list[float]) -> Any:
-    m = np.asarray(mean, np.float32)[:, None, None]
-    s = np.asarray(std, np.float32)[:, None, None]
-
-    def fn(data: np.ndarray) -> np.ndarray:
-        return (data.astype(np.float32) - m) / s
-
-    return fn
-
-
 def _check_classes(samples: PixelSamples, classes: list[str], path: str, report: Reporter) -> list[int]:
     """Warn about classes with no usable pixels; the ids of those that have some."""
     keep = []
@@ -513,17 +498,6 @@ def _predict_proba(model: PixelFeatures, x: np.ndarray) -> np.ndarray:
         out = [torch.softmax(model.classify_features(torch.from_numpy(x[i : i + 65536])), 1)
                for i in range(0, len(x), 65536)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.mlp[-1].out_channels), np.float32)
-
-
-def _sha256(path: str) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return None
-    digest = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
