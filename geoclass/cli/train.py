@@ -178,8 +178,8 @@ def train(
             help="Architecture: cnn, cnn-wide, compact, hybrid, resnet18, resnet50, "
             "efficientnet_b3 (classifiers), fcn, fpn, swin-fpn (segmenters), or timm:NAME for "
             "any timm model. Required unless --resume. With --labels: pixel-mlp (default), "
-            "pixel-gbt or pixel-rf (LightGBM boosted trees / random forest: 0.73 vs 0.76 held "
-            "out on T33UUU for gbt, ~100x slower to predict).",
+            "pixel-gbt or pixel-rf (LightGBM boosted trees / random forest: 0.70 / 0.72 vs the "
+            "MLP's 0.76 held out on T33UUU, and slower to predict).",
             rich_help_panel=PANEL_MODEL,
             show_default=False,
         ),
