@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 PANEL_WINDOWS = "Windows"
 PANEL_VECTOR = "Vector output"
+PANEL_CLUSTER = "Many scenes, many machines"
 
 StrategyChoice = Literal["auto", "windows", "dense", "pixel"]
 
@@ -214,6 +215,19 @@ def predict(
     amp: AmpOpt = "auto",
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="ADDRESS",
+            envvar="GEOCLASS_DASK",
+            help="Score the windows on a running Dask cluster (tcp://host:8786; needs "
+            "pip install 'geoclass[dask]'). The workers must see the scene and model at the same "
+            "paths (shared file system) or URLs; the map is the same bytes as a local run.",
+            rich_help_panel=PANEL_CLUSTER,
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Classify a scene of any size into a land-cover map.
@@ -255,6 +269,7 @@ def predict(
         amp=amp,
         resume=resume,
         overwrite=overwrite,
+        dask=dask,
     )
     callback, live = make_progress_callback(cli_state(ctx).quiet)
     with live:

@@ -47,6 +47,9 @@ class PredictConfig:
         resume: Continue an interrupted run from its partial files; the scene, model and
             options (batch size, device and precision included) must be the same.
         overwrite: Replace existing outputs.
+        dask: Address of a running Dask scheduler (``tcp://host:8786``): the windows are scored
+            by its workers in bands of rows and written here, with the same bytes as a local run.
+            The workers must see the scene and model files at the same paths (or URLs).
     """
 
     scenes: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -73,6 +76,7 @@ class PredictConfig:
     cog: bool = False
     resume: bool = False
     overwrite: bool = False
+    dask: str | None = None
 
 
 @dataclass

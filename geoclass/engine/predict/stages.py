@@ -1,7 +1,8 @@
 """The read -> infer -> blend -> write loop, its stages overlapping in threads.
 
-Reading runs in a thread pool, inference in the calling thread, blending and writing in one
-thread each, linked by bounded queues. Window rows are visited in order; each is followed by a
+Reading runs in a thread pool, inference in the calling thread (``score_rows``; on a Dask
+cluster, in the workers), blending and writing in one thread each (``run_pipeline``), linked by
+bounded queues. Window rows are visited in order; each is followed by a
 row mark (the next window row's offset) that tells the blender which rows are finished.
 """
 
@@ -21,7 +22,7 @@ from geoclass.engine.predict.blend import Blender
 from geoclass.engine.predict.plan import Plan, Win
 from geoclass.progress import Reporter
 
-__all__ = ["TASK", "Stage", "StageFailed", "run_pipeline"]
+__all__ = ["TASK", "Scored", "Stage", "StageFailed", "row_segments", "run_pipeline", "score_rows"]
 
 TASK = "predict"  # the progress task: one step per window
 _STOP = object()
@@ -86,45 +87,53 @@ class StageFailed(Exception):
         self.error = error
 
 
-def run_pipeline(
+Scored = tuple[list[tuple[Any, ...]], int, int]
+"""One step of a scoring run: blender events (row marks and scored windows, in plan order),
+the windows it covers, and how many of those were skipped as empty."""
+
+
+def row_segments(plan: Plan) -> list[tuple[int, int]]:
+    """The window rows still to run, cut where no batch may span (``Plan.batch_breaks``).
+
+    Scoring the segments one by one, in any process, batches the windows exactly as one run
+    over all rows does, so the scores are the same bits.
+    """
+    start, stop = plan.start, len(plan.rows)
+    cuts = sorted(b for b in plan.batch_breaks() if start < b < stop)
+    edges = [start, *cuts, stop]
+    return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if a < b]
+
+
+def score_rows(
     plan: Plan,
+    first: int,
+    stop: int,
     groups: list[list[int]],
     load: Callable[[int, list[int]], list[Win | None]],
     infer: Callable[[list[np.ndarray]], np.ndarray],
-    make_blender: Callable[[Callable[[int, np.ndarray], None]], Blender],
-    write: Callable[[tuple[int, np.ndarray]], None],
-    reporter: Reporter,
     *,
     workers: int,
     batch_size: int,
-) -> int:
-    """Read, infer, blend and write the plan's window rows; returns the windows skipped.
+) -> Iterator[Scored]:
+    """Read and score window rows ``first`` to ``stop`` (exclusive) in batches, in order.
 
     Args:
-        plan: The windows to run, from ``plan.start`` on.
+        plan: The window grid.
+        first: First window row; a batch break or the plan's start.
+        stop: Window row after the last; a batch break or the end of the plan.
         groups: Column offsets of the windows read together.
         load: Reads one group of a window row (``plan.load_chunk``).
         infer: Scores a batch of windows (the strategy).
-        make_blender: The blender, given the function that takes its finished rows.
-        write: Writes finished rows (in the writer thread).
-        reporter: Gets ``start``, ``advance`` (one step per window) and ``end`` of ``TASK``.
         workers: Reader threads (0 reads in the calling thread).
         batch_size: Windows per ``infer`` call.
 
-    Raises:
-        The first error of any stage, unwrapped. After Ctrl-C (KeyboardInterrupt) the rows
-        already inferred are still blended and written before it is raised.
+    Yields:
+        ``(events, windows, skipped)``: what the blender takes, after each batch.
     """
-    rows, start_r = plan.rows, plan.start
-    writer = Stage("geoclass-predict-writer", write, maxsize=8)
-    blender = make_blender(lambda row0, chunk: writer.put((row0, chunk)))
-    sink = Stage("geoclass-predict-blend", blender.handle, maxsize=2)
-    pool = ThreadPoolExecutor(workers, "geoclass-read") if workers > 0 else None
+    rows = plan.rows
     breaks = plan.batch_breaks()
+    pool = ThreadPoolExecutor(workers, "geoclass-read") if workers > 0 else None
     prefetch = max(2, math.ceil(2 * batch_size / len(groups[0])), 2 * workers)
-    reporter.start(TASK, total=plan.windows)
-    writer.start()
-    sink.start()
 
     def events() -> Iterator[tuple[Any, ...]]:
         pending: deque[tuple[Any, ...]] = deque()
@@ -139,7 +148,7 @@ def run_pipeline(
                 yield ("win", win)
 
         try:
-            for r in range(start_r, len(rows)):
+            for r in range(first, stop):
                 pending.append(("row", r))
                 for g in groups:
                     job: Any = pool.submit(load, rows[r], g) if pool else (rows[r], g)
@@ -157,38 +166,32 @@ def run_pipeline(
                 if ev[0] == "chunk" and isinstance(ev[1], Future):
                     ev[1].cancel()
 
-    def upstream() -> BaseException | None:
-        return writer.error
-
     batch: list[tuple[Any, ...]] = []
     xs: list[np.ndarray] = []
-    consumed = 0
-    skipped = 0
+    consumed = skipped = 0
 
-    def flush() -> None:
-        nonlocal batch, xs, consumed
+    def flush() -> Scored:
+        nonlocal batch, xs, consumed, skipped
+        out: list[tuple[Any, ...]] = []
         if xs:
             scores = infer(xs)
-            out, i = [], 0
+            i = 0
             for ev in batch:
                 if ev[0] == "win":
                     out.append(("win", ev[1], scores[i]))
                     i += 1
                 else:
                     out.append(ev)
-            sink.put(out, upstream)
-        batch, xs = [], []
-        if consumed:
-            n, consumed = consumed, 0
-            reporter.advance(TASK, n)
+        step = (out, consumed, skipped)
+        batch, xs, consumed, skipped = [], [], 0, 0
+        return step
 
-    error: BaseException | None = None
     try:
         for ev in events():
             kind = ev[0]
             if kind == "row":
                 if ev[1] in breaks:
-                    flush()
+                    yield flush()
             elif kind == "win":
                 consumed += 1
                 if ev[1] is None:
@@ -197,19 +200,66 @@ def run_pipeline(
                     batch.append(ev)
                     xs.append(ev[1].x)
                     if len(xs) >= batch_size:
-                        flush()
+                        yield flush()
             elif xs:
                 batch.append(ev)  # a row mark must follow the windows before it
             else:
-                sink.put([ev], upstream)
-                flush()  # only reports progress (skipped windows)
-        flush()
-    except BaseException as exc:  # noqa: BLE001 - sorted out below, after the threads stop
-        error = exc
+                yield flush()  # the windows counted so far (all skipped)
+                yield ([ev], 0, 0)
+        yield flush()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    # After Ctrl-C, still blend and write what was already inferred, so the partial files
+
+
+def run_pipeline(
+    scored: Iterator[Scored],
+    make_blender: Callable[[Callable[[int, np.ndarray], None]], Blender],
+    write: Callable[[tuple[int, np.ndarray]], None],
+    reporter: Reporter,
+    *,
+    windows: int,
+) -> int:
+    """Blend and write scored windows as they come; returns the windows skipped.
+
+    Args:
+        scored: The scoring run (``score_rows`` here, or the bands of a cluster run), in plan
+            order.
+        make_blender: The blender, given the function that takes its finished rows.
+        write: Writes finished rows (in the writer thread).
+        reporter: Gets ``start``, ``advance`` (one step per window) and ``end`` of ``TASK``.
+        windows: Windows the run visits (the progress total).
+
+    Raises:
+        The first error of any stage, unwrapped. After Ctrl-C (KeyboardInterrupt) the rows
+        already scored are still blended and written before it is raised.
+    """
+    writer = Stage("geoclass-predict-writer", write, maxsize=8)
+    blender = make_blender(lambda row0, chunk: writer.put((row0, chunk)))
+    sink = Stage("geoclass-predict-blend", blender.handle, maxsize=2)
+    reporter.start(TASK, total=windows)
+    writer.start()
+    sink.start()
+
+    def upstream() -> BaseException | None:
+        return writer.error
+
+    skipped = 0
+    error: BaseException | None = None
+    try:
+        for events, done, empty in scored:
+            if events:
+                sink.put(events, upstream)
+            skipped += empty
+            if done:
+                reporter.advance(TASK, done)
+    except BaseException as exc:  # noqa: BLE001 - sorted out below, after the threads stop
+        error = exc
+    finally:
+        close = getattr(scored, "close", None)
+        if close is not None:
+            close()  # stops the readers of an unfinished scoring run
+    # After Ctrl-C, still blend and write what was already scored, so the partial files
     # hold every strip that could be completed; after an error, just stop.
     drain = error is None or isinstance(error, KeyboardInterrupt)
     try:
