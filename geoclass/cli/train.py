@@ -394,9 +394,14 @@ def train(
     """
     from geoclass.cli.render import cli_state, make_progress_callback, print_json
     from geoclass.engine import train as engine
+    from geoclass.engine.train.distributed import launched_ranks
 
-    callback, live = make_progress_callback(cli_state(ctx).quiet)
+    rank = launched_ranks().rank  # under torchrun, only rank 0 talks
+    callback, live = make_progress_callback(cli_state(ctx).quiet or rank > 0)
     if labels is not None:
+        if launched_ranks().distributed:
+            raise typer.BadParameter("per-pixel training runs in one process: start it without "
+                                     "torchrun", param_hint="'--labels'")
         if resume is not None:
             raise typer.BadParameter("per-pixel runs are short: start them again instead",
                                      param_hint="'--resume'")
@@ -462,6 +467,8 @@ def train(
         )
         with live:
             result = engine.train(config, progress=callback)
+    if rank > 0:
+        return
     summary = {
         "run_dir": str(result.run_dir), "model": str(result.model_path), "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "stopped_early": result.stopped_early, "best_metrics": result.best_metrics,

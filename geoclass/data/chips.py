@@ -70,20 +70,32 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
     Set ``start`` to continue an epoch part way: the next pass draws the whole epoch's order and
     seeds as usual and yields them from item ``start`` on, so the items before it are never loaded.
+
+    With ``world > 1`` (torchrun) every process draws the same order and takes every ``world``-th
+    item from its ``rank`` on; the order is first wrapped round to a multiple of ``world``, so all
+    processes take the same number of steps (DDP needs that). Each item keeps the augmentation
+    seed it has in a one-process run.
     """
 
-    def __init__(self, length: int, generator: torch.Generator) -> None:
+    def __init__(self, length: int, generator: torch.Generator, rank: int = 0, world: int = 1) -> None:
         self.length = length
         self.generator = generator
+        self.rank = rank
+        self.world = world
         self.start = 0
 
     def __len__(self) -> int:
-        return max(self.length - self.start, 0)
+        return max(-(-self.length // self.world) - self.start, 0)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = torch.randperm(self.length, generator=self.generator).tolist()
         seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=self.generator).tolist()
-        return islice(zip(order, seeds), self.start, None)
+        items = list(zip(order, seeds))
+        if self.world > 1 and items:
+            pad = (-len(items)) % self.world
+            items += (items * (pad // len(items) + 1))[:pad]
+            items = items[self.rank :: self.world]
+        return islice(items, self.start, None)
 
 
 class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -24,7 +24,12 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
 
 def classification_summary(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
     """Overall accuracy and macro F1 (over the classes present in ``y_true``): the numbers watched during training."""
-    scores = _per_class(confusion(y_true, y_pred, num_classes))
+    return classification_scores(confusion(y_true, y_pred, num_classes))
+
+
+def classification_scores(matrix: np.ndarray) -> dict[str, float]:
+    """``classification_summary`` of a confusion matrix (e.g. summed over processes)."""
+    scores = _per_class(matrix)
     return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
 
 
@@ -35,7 +40,11 @@ def segmentation_summary(y_true: np.ndarray, y_pred: np.ndarray, num_classes: in
     listed under ``absent_labels``.
     """
     valid = y_true != ignore_index
-    matrix = confusion(y_true[valid], y_pred[valid], num_classes)
+    return segmentation_scores(confusion(y_true[valid], y_pred[valid], num_classes))
+
+
+def segmentation_scores(matrix: np.ndarray) -> dict[str, Any]:
+    """``segmentation_summary`` of a confusion matrix of labelled pixels (e.g. summed over processes)."""
     intersection = np.diag(matrix).astype(np.float64)
     union = matrix.sum(0) + matrix.sum(1) - intersection
     present = matrix.sum(1) > 0

@@ -17,6 +17,7 @@ from geoclass.data.samples import Sample, SampleSet, apply_groups, holdout_split
 from geoclass.data.transforms import Augmenter, max_value_of
 from geoclass.engine.device import Precision
 from geoclass.engine.train.config import CACHE_DIR, TrainConfig
+from geoclass.engine.train.distributed import Ranks
 from geoclass.errors import DatasetError
 from geoclass.io.outputs import free_bytes
 from geoclass.models.model_file import ModelMeta
@@ -56,10 +57,15 @@ def sample_sets(config: TrainConfig, report: Reporter) -> tuple[SampleSet, list[
 
 
 def make_loaders(config: TrainConfig, run_dir: Path, report: Reporter, train_set: SampleSet,
-                 val_samples: list[Sample], meta: ModelMeta,
-                 precision: Precision) -> tuple[DataLoader[Any], DataLoader[Any], torch.Generator]:
-    """The training and validation loaders, and the generator to seed before each epoch's order."""
+                 val_samples: list[Sample], meta: ModelMeta, precision: Precision,
+                 ranks: Ranks | None = None) -> tuple[DataLoader[Any], DataLoader[Any], torch.Generator]:
+    """The training and validation loaders, and the generator to seed before each epoch's order.
+
+    Under torchrun (``ranks.world > 1``) both are this process's shard, and a training batch is
+    ``batch_size / world`` chips: the global batch is the configured one.
+    """
     c = config
+    ranks = ranks or Ranks()
     augment = None
     if c.augment:
         reflectance_like = meta.training_data.get("value_floor", 0.0) >= 0
@@ -68,19 +74,25 @@ def make_loaders(config: TrainConfig, run_dir: Path, report: Reporter, train_set
                         "rotations, warps and blur only, not illumination, haze or gamma")
         augment = Augmenter(c.augment_strength, meta.training_data["value_range"], max_value_of(meta.train_dtype),
                             radiometric=reflectance_like)
-    train_cache = _cache(config, run_dir, report, "train", train_set.samples, meta)
+    # One cache per process: processes of one run never write the same file.
+    suffix = f"-rank{ranks.rank}" if ranks.distributed else ""
+    train_cache = _cache(config, run_dir, report, "train" + suffix, train_set.samples, meta)
     train_ds = ChipDataset(train_set.samples, meta, c.bands, augment, train_cache)
-    val_ds = ChipDataset(val_samples, meta, c.bands, None, _cache(config, run_dir, report, "val", val_samples, meta))
+    val_ds = ChipDataset(val_samples, meta, c.bands, None,
+                         _cache(config, run_dir, report, "val" + suffix, val_samples, meta))
     generator = torch.Generator()
     common: dict[str, Any] = {"num_workers": c.workers, "pin_memory": precision.device.type == "cuda",
                               "worker_init_fn": _seed_worker}
     if c.workers > 0:
         common.update(persistent_workers=True, prefetch_factor=4)
     # The loader draws its worker seed from a generator of its own (see SeededSampler).
-    loader_generator = torch.Generator().manual_seed(c.seed)
-    train_loader = DataLoader(train_ds, batch_size=c.batch_size, sampler=SeededSampler(len(train_ds), generator),
-                              drop_last=len(train_ds) > c.batch_size, generator=loader_generator, **common)
-    val_loader = DataLoader(val_ds, batch_size=c.batch_size * 2, shuffle=False, **common)
+    loader_generator = torch.Generator().manual_seed(c.seed + ranks.rank)
+    batch = c.batch_size // ranks.world
+    sampler = SeededSampler(len(train_ds), generator, ranks.rank, ranks.world)
+    train_loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, drop_last=len(sampler) > batch,
+                              generator=loader_generator, **common)
+    val_shard = list(range(ranks.rank, len(val_ds), ranks.world))  # each chip scored by one process
+    val_loader = DataLoader(val_ds, batch_size=batch * 2, sampler=val_shard, **common)
     return train_loader, val_loader, generator
 
 

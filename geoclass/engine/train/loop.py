@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from geoclass.data.chips import IGNORE_INDEX, SeededSampler
 from geoclass.engine.device import Precision, select_device, select_precision
-from geoclass.engine.metrics import classification_summary, segmentation_summary
+from geoclass.engine.metrics import classification_scores, confusion, segmentation_scores
 from geoclass.engine.train.checkpoint import get_rng_state, read_partial, save_checkpoint, set_rng_state
 from geoclass.engine.train.config import (
     BEST_MODEL,
@@ -35,6 +35,7 @@ from geoclass.engine.train.config import (
     TrainResult,
 )
 from geoclass.engine.train.data import class_weights, make_loaders, sample_sets
+from geoclass.engine.train.distributed import Ranks, all_sum, rank_device, wrap_model
 from geoclass.engine.train.meta import build_meta
 from geoclass.engine.train.records import open_tensorboard, plot_curves, write_metrics
 from geoclass.engine.train.schedule import cutmix, warmup_cosine
@@ -47,10 +48,13 @@ from geoclass.progress import ProgressCallback, Reporter
 class Trainer:
     """One run in its run folder, from its start or from its last checkpoint to its end."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, progress: ProgressCallback | None) -> None:
+    def __init__(self, config: TrainConfig, run_dir: Path, progress: ProgressCallback | None,
+                 ranks: Ranks | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.report = Reporter(progress)
+        self.ranks = ranks or Ranks()
+        # One voice: under torchrun only rank 0 reports (and writes the run folder).
+        self.report = Reporter(progress if self.ranks.is_main else None)
         # What last.ckpt holds: (completed epochs, batches of the next epoch, its batch count).
         self._saved = (0, 0, 0)
         self._last_save = time.monotonic()
@@ -66,7 +70,8 @@ class Trainer:
         torch.manual_seed(c.seed)
         random.seed(c.seed)
         np.random.seed(c.seed)
-        device = select_device(c.device)
+        ranks, main = self.ranks, self.ranks.is_main
+        device = rank_device(select_device(c.device), ranks)
         precision = select_precision(device, c.amp)
         train_set, val_samples = sample_sets(c, self.report)
         if resume_state is not None:
@@ -76,13 +81,14 @@ class Trainer:
                 raise ModelError(f"{self.run_dir / LAST_CKPT}: unreadable model description ({exc})") from None
         else:
             meta = build_meta(c, train_set)
-        (self.run_dir / CONFIG_JSON).write_text(json.dumps(asdict(c), indent=2))
+        if main:
+            (self.run_dir / CONFIG_JSON).write_text(json.dumps(asdict(c), indent=2))
         model = create_model(c.model, meta.num_classes, meta.in_chans, pretrained=c.pretrained, weights=c.weights,
                              chip_size=meta.chip_size, **meta.arch_kwargs).to(device)
         memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         train_loader, val_loader, generator = make_loaders(c, self.run_dir, self.report, train_set, val_samples,
-                                                           meta, precision)
+                                                           meta, precision, ranks)
         steps_per_epoch = max(len(train_loader), 1)
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -123,10 +129,12 @@ class Trainer:
             self._save_checkpoint(model, ema, optimizer, scheduler, scaler, meta, 0, best_score, best_epoch,
                                   bad_epochs, {})
         parameters = sum(p.numel() for p in model.parameters())
+        processes = f" x {ranks.world} processes" if ranks.distributed else ""
         self.report.info(f"training {c.model} ({parameters / 1e6:.2f} M parameters) on "
-                         f"{len(train_set.samples)} chips, validating on {len(val_samples)}; device {device}, "
-                         f"precision {precision.label}")
-        writer = open_tensorboard(self.run_dir)
+                         f"{len(train_set.samples)} chips, validating on {len(val_samples)}; device {device}"
+                         f"{processes}, precision {precision.label}")
+        stepper = wrap_model(model, ranks, device)  # DDP under torchrun: gradients averaged
+        writer = open_tensorboard(self.run_dir) if main else None
         stopped_early = False
         epoch = start_epoch - 1
 
@@ -137,7 +145,7 @@ class Trainer:
         try:
             for epoch in range(start_epoch, c.epochs + 1):
                 generator.manual_seed(c.seed * 1000 + epoch)
-                row = self._train_epoch(model, ema, train_loader, optimizer, scheduler, scaler, criterion, precision,
+                row = self._train_epoch(stepper, model, ema, train_loader, optimizer, scheduler, scaler, criterion, precision,
                                         epoch, memory_format, meta, partial, save_within_epoch)
                 partial = None
                 row.update(self._validate(kept, val_loader, criterion, precision, memory_format, meta, epoch))
@@ -149,13 +157,14 @@ class Trainer:
                     best_metrics = {k: float(v) for k, v in row.items()}
                 else:
                     bad_epochs += 1
-                write_metrics(self.run_dir / METRICS_CSV, row, writer)
                 self.report.metrics(f"epoch {epoch}/{c.epochs}", {**row, "best": improved})
                 meta.metrics = {"epoch": epoch, **{k: float(v) for k, v in row.items()}}
-                save_model_file(self.run_dir / "checkpoints" / f"epoch-{epoch:03d}.safetensors", kept, meta)
-                save_model_file(self.run_dir / LAST_MODEL, kept, meta)
-                if improved:
-                    save_model_file(self.run_dir / BEST_MODEL, kept, meta)
+                if main:
+                    write_metrics(self.run_dir / METRICS_CSV, row, writer)
+                    save_model_file(self.run_dir / "checkpoints" / f"epoch-{epoch:03d}.safetensors", kept, meta)
+                    save_model_file(self.run_dir / LAST_MODEL, kept, meta)
+                    if improved:
+                        save_model_file(self.run_dir / BEST_MODEL, kept, meta)
                 self._save_checkpoint(model, ema, optimizer, scheduler, scaler, meta, epoch, best_score, best_epoch,
                                       bad_epochs, best_metrics)
                 if c.patience > 0 and bad_epochs >= c.patience:
@@ -167,18 +176,22 @@ class Trainer:
         finally:
             if writer is not None:
                 writer.close()
-        shutil.copyfile(self.run_dir / BEST_MODEL, self.run_dir / FINAL_MODEL)
-        shutil.rmtree(self.run_dir / CACHE_DIR, ignore_errors=True)
-        plot_curves(self.run_dir / METRICS_CSV, self.run_dir / "curves.png")
+        if main:
+            shutil.copyfile(self.run_dir / BEST_MODEL, self.run_dir / FINAL_MODEL)
+            shutil.rmtree(self.run_dir / CACHE_DIR, ignore_errors=True)
+            plot_curves(self.run_dir / METRICS_CSV, self.run_dir / "curves.png")
         return TrainResult(self.run_dir, self.run_dir / FINAL_MODEL, best_epoch, best_metrics, epoch, stopped_early)
 
-    def _train_epoch(self, model: nn.Module, ema: ModelEmaV3 | None, loader: DataLoader[Any],
+    def _train_epoch(self, stepper: nn.Module, model: nn.Module, ema: ModelEmaV3 | None, loader: DataLoader[Any],
                      optimizer: torch.optim.Optimizer,
                      scheduler: Any, scaler: torch.amp.GradScaler, criterion: nn.Module, precision: Precision,
                      epoch: int, memory_format: torch.memory_format, meta: ModelMeta,
                      partial: dict[str, Any] | None = None,
                      save_within: Callable[[dict[str, Any]], None] | None = None) -> dict[str, float]:
-        """One epoch of training; ``partial`` (from a checkpoint within it) skips the batches it covers."""
+        """One epoch of training; ``partial`` (from a checkpoint within it) skips the batches it covers.
+
+        ``stepper`` is the module the steps call (``model`` itself, or its DDP wrapper).
+        """
         model.train()
         task = "train"
         sampler = loader.sampler
@@ -202,10 +215,10 @@ class Trainer:
                 with precision.autocast():
                     if mixed:
                         images, targets_b, lam = cutmix(images, targets)
-                        logits = model(images)
+                        logits = stepper(images)
                         loss = lam * criterion(logits, targets) + (1 - lam) * criterion(logits, targets_b)
                     else:
-                        logits = model(images)
+                        logits = stepper(images)
                         loss = criterion(logits, targets)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -219,7 +232,8 @@ class Trainer:
                 if meta.task == "classify":
                     correct += int((logits.detach().argmax(1) == targets).sum())
                 done += 1
-                if save_within is not None and interval > 0 and time.monotonic() - self._last_save >= interval:
+                if (save_within is not None and interval > 0 and self.ranks.is_main
+                        and time.monotonic() - self._last_save >= interval):
                     save_within({"epoch": epoch, "batches": done, "batches_total": steps, "loss_sum": total_loss,
                                  "seen": seen, "correct": correct, "seconds": before + time.perf_counter() - start})
                 self.report.advance(task)
@@ -227,6 +241,7 @@ class Trainer:
             sampler.start = 0
         self.report.end(task)
         elapsed = before + time.perf_counter() - start
+        total_loss, seen, correct = all_sum(np.array([total_loss, seen, correct], np.float64), self.ranks).tolist()
         row = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_images_per_s": seen / max(elapsed, 1e-9),
                "epoch_seconds": elapsed}
         if meta.task == "classify":
@@ -237,8 +252,9 @@ class Trainer:
                   memory_format: torch.memory_format, meta: ModelMeta, epoch: int) -> dict[str, float]:
         """Validation loss and accuracy (and macro F1, or mIoU for segmenters) of ``model``."""
         model.eval()
-        losses, preds, truths = 0.0, [], []
-        seen = 0
+        classes = meta.num_classes
+        matrix = np.zeros((classes, classes), np.int64)
+        losses, seen = 0.0, 0
         task = "val"
         self.report.start(task, len(loader))
         with torch.inference_mode():
@@ -249,24 +265,29 @@ class Trainer:
                     logits = model(images)
                     losses += float(criterion(logits.float(), targets)) * images.shape[0]
                 seen += images.shape[0]
-                preds.append(logits.argmax(1).cpu().numpy())
-                truths.append(targets.cpu().numpy())
+                truth, pred = targets.cpu().numpy(), logits.argmax(1).cpu().numpy()
+                labelled = truth != IGNORE_INDEX
+                matrix += confusion(truth[labelled], pred[labelled], classes)
                 self.report.advance(task)
         self.report.end(task)
-        y_pred, y_true = np.concatenate(preds), np.concatenate(truths)
+        # Under torchrun each process scored its shard: the sums make every rank's numbers equal.
+        matrix = all_sum(matrix, self.ranks)
+        losses, seen = all_sum(np.array([losses, seen], np.float64), self.ranks).tolist()
         if meta.task == "segment":
-            summary = segmentation_summary(y_true, y_pred, meta.num_classes, IGNORE_INDEX)
+            summary = segmentation_scores(matrix)
             return {"val_loss": losses / max(seen, 1), "val_accuracy": summary["pixel_accuracy"],
                     "val_miou": summary["mean_iou"]}
-        summary = classification_summary(y_true, y_pred, meta.num_classes)
-        return {"val_loss": losses / max(seen, 1), "val_accuracy": summary["accuracy"], "val_macro_f1": summary["macro_f1"]}
+        scores = classification_scores(matrix)
+        return {"val_loss": losses / max(seen, 1), "val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
 
     def _save_checkpoint(self, model: nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
                          scheduler: Any, scaler: torch.amp.GradScaler, meta: ModelMeta, epoch: int, best_score: float,
                          best_epoch: int, bad_epochs: int, best_metrics: dict[str, float],
                          partial: dict[str, Any] | None = None) -> None:
         """Write last.ckpt: the state after ``epoch`` completed epochs, plus ``partial`` (batches done
-        in the next epoch and its running sums) for a checkpoint within an epoch."""
+        in the next epoch and its running sums) for a checkpoint within an epoch. Rank 0 only."""
+        if not self.ranks.is_main:
+            return
         path = self.run_dir / LAST_CKPT
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {

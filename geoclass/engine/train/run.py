@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from geoclass.engine.device import select_device
 from geoclass.engine.train.checkpoint import load_checkpoint
 from geoclass.engine.train.config import (
     BEST_MODEL,
@@ -18,6 +19,7 @@ from geoclass.engine.train.config import (
     TrainResult,
     read_config,
 )
+from geoclass.engine.train.distributed import Ranks, barrier, init_ranks, shutdown
 from geoclass.engine.train.loop import Trainer
 from geoclass.errors import ConfigError, InputNotFoundError, OutputExistsError
 from geoclass.progress import ProgressCallback
@@ -32,19 +34,36 @@ def train(config: TrainConfig, progress: ProgressCallback | None = None) -> Trai
             checkpoint, are saved and can be resumed; the message says which.
     """
     config.validate()
-    run_dir = Path(config.out_dir)
+    ranks = _join(config)
+    try:
+        run_dir = Path(config.out_dir)
+        if (run_dir / CONFIG_JSON).exists() and (run_dir / LAST_CKPT).exists() and not config.overwrite:
+            raise OutputExistsError(f"{run_dir}: already holds a training run; continue it with "
+                                    f"--resume {run_dir}, or pass --overwrite to start again")
+        barrier(ranks)  # every process has looked before rank 0 clears the folder
+        if ranks.is_main:
+            _prepare_run_dir(run_dir)
+        barrier(ranks)
+        return Trainer(config, run_dir, progress, ranks).run(resume_state=None)
+    finally:
+        shutdown(ranks)
+
+
+def _join(config: TrainConfig) -> Ranks:
+    """This process's ranks under torchrun (joining the process group), else one process."""
+    return init_ranks(config.batch_size, select_device(config.device))
+
+
+def _prepare_run_dir(run_dir: Path) -> None:
+    """An empty run folder (the files of an earlier run there removed)."""
     if (run_dir / CONFIG_JSON).exists():
         # A run that failed before its first checkpoint (e.g. no network for --pretrained) left
         # only its config: nothing to resume, so it is simply started again.
-        if (run_dir / LAST_CKPT).exists() and not config.overwrite:
-            raise OutputExistsError(f"{run_dir}: already holds a training run; continue it with "
-                                    f"--resume {run_dir}, or pass --overwrite to start again")
         for name in (CONFIG_JSON, METRICS_CSV, BEST_MODEL, LAST_MODEL, FINAL_MODEL):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         shutil.rmtree(run_dir / CACHE_DIR, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(config, run_dir, progress).run(resume_state=None)
 
 
 def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs: int | None = None,
@@ -78,4 +97,8 @@ def resume(run_dir: str | Path, progress: ProgressCallback | None = None, epochs
         config.checkpoint_minutes = checkpoint_minutes
         config.validate()
     state = load_checkpoint(run_dir / LAST_CKPT)
-    return Trainer(config, run_dir, progress).run(resume_state=state)
+    ranks = _join(config)
+    try:
+        return Trainer(config, run_dir, progress, ranks).run(resume_state=state)
+    finally:
+        shutdown(ranks)
