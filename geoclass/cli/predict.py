@@ -1,4 +1,4 @@
-"""``geoclass predict``: classify a scene into a land-cover map."""
+"""``geoclass predict``: classify a scene (or, with --batch, many scenes) into a land-cover map."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from geoclass.cli.options import (
 from geoclass.cli.render import cli_state, make_console, make_progress_callback, print_json
 
 if TYPE_CHECKING:
-    from geoclass.engine.predict import PredictResult
+    from geoclass.engine.predict import BatchResult, PredictResult
 
 PANEL_WINDOWS = "Windows"
 PANEL_VECTOR = "Vector output"
@@ -45,22 +45,24 @@ def _output_file(
 
 def predict(
     ctx: typer.Context,
+    output: Annotated[
+        Path,
+        output_option(
+            "The class map: a GeoTIFF with the scene's grid, CRS and class names. With --batch, "
+            "the folder of the maps (created if missing).",
+            "MAP.tif",
+        ),
+    ],
     scenes: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             metavar="SCENE",
             help="The scene: one multi-band raster, or single-band rasters stacked in the order "
             "given (any GDAL-readable path: GeoTIFF, JP2, VRT, /vsicurl/ URL). Any size: it is "
-            "read window by window.",
+            "read window by window. Not with --batch.",
             show_default=False,
         ),
-    ],
-    output: Annotated[
-        Path,
-        output_option(
-            "The class map: a GeoTIFF with the scene's grid, CRS and class names.", "MAP.tif"
-        ),
-    ],
+    ] = None,
     model: ModelOpt = None,
     strategy: Annotated[
         StrategyChoice,
@@ -222,8 +224,23 @@ def predict(
             metavar="ADDRESS",
             envvar="GEOCLASS_DASK",
             help="Score the windows on a running Dask cluster (tcp://host:8786; needs "
-            "pip install 'geoclass[dask]'). The workers must see the scene and model at the same "
+            "pip install 'geoclass\\[dask]'). The workers must see the scene and model at the same "
             "paths (shared file system) or URLs; the map is the same bytes as a local run.",
+            rich_help_panel=PANEL_CLUSTER,
+            show_default=False,
+        ),
+    ] = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(
+            "--batch",
+            metavar="LIST.txt",
+            help="Predict many scenes: a text file with one scene per line (several files on a "
+            "line are stacked; quote paths with spaces; # comments; paths relative to the "
+            "list's folder). -o is then a folder that gets one map per scene, named after its "
+            "first file, and mosaic.vrt over the maps when they share a grid. Every scene is "
+            "checked before the first map is begun; --resume skips finished maps. --preview "
+            "names a folder for one PNG per map; --probabilities and --vector do not apply.",
             rich_help_panel=PANEL_CLUSTER,
             show_default=False,
         ),
@@ -233,19 +250,22 @@ def predict(
     """Classify a scene of any size into a land-cover map.
 
     The map keeps the scene's grid and CRS; the other outputs are optional.
-    Without -m, the model shipped with geoclass is used.
+    Without -m, the model shipped with geoclass is used. --batch LIST.txt predicts many scenes.
     """
+    if bool(scenes) == (batch is not None):
+        text = "give SCENE or --batch, not both" if scenes else "give a SCENE or --batch LIST.txt"
+        raise typer.BadParameter(text, param_hint="'SCENE' / '--batch'")
     check_exclusive(stride=stride, overlap=overlap)
     check_exclusive(overwrite=overwrite, resume=resume)
     if vector is None:
         for flag, value in (("--min-area", min_area), ("--simplify", simplify)):
             if value is not None:
                 raise typer.BadParameter("only applies with --vector", param_hint=f"'{flag}'")
-    from geoclass.engine.predict import PredictConfig
+    from geoclass.engine.predict import BatchResult, PredictConfig, predict_batch
     from geoclass.engine.predict import predict as run_predict
 
     config = PredictConfig(
-        scenes=scenes,
+        scenes=scenes or [],
         output=output,
         model=model,
         bands=bands,
@@ -273,11 +293,32 @@ def predict(
     )
     callback, live = make_progress_callback(cli_state(ctx).quiet)
     with live:
-        result = run_predict(config, progress=callback)
+        if batch is not None:
+            result: PredictResult | BatchResult = predict_batch(batch, output, config, callback)
+        else:
+            result = run_predict(config, progress=callback)
     if json_output:
         print_json(result)
+        return
+    lines = batch_lines(result) if isinstance(result, BatchResult) else [summary_line(result)]
+    console = make_console(stderr=False)
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False)
+
+
+def batch_lines(result: BatchResult) -> list[str]:
+    """One line per map of a batch (finished maps that were skipped say so), then the VRT's."""
+    from geoclass.engine.predict import PredictResult
+
+    lines = [
+        summary_line(item) if isinstance(item, PredictResult) else f"{item.output}: {item.reason}, skipped"
+        for item in result.results
+    ]
+    if result.vrt is not None:
+        lines.append(f"{result.vrt}: VRT over the {len(result.results)} maps ({result.seconds:.1f}s in all)")
     else:
-        make_console(stderr=False).print(summary_line(result), soft_wrap=True, markup=False)
+        lines.append(f"no mosaic.vrt: {result.vrt_reason}")
+    return lines
 
 
 def summary_line(result: PredictResult) -> str:

@@ -80,3 +80,17 @@ def test_global_batch_must_split_evenly(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match="--batch-size 7 is the global batch and must be a multiple of the 2"):
         train(_config(data, tmp_path / "run", batch_size=7))
     assert not (tmp_path / "run").exists()
+
+
+def test_per_pixel_training_refuses_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from geoclass.cli.app import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "scene.tif"), "--labels",
+                                      str(tmp_path / "l.gpkg"), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "per-pixel training runs in one process" in result.output
+    assert not (tmp_path / "run").exists()

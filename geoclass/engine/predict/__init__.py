@@ -12,6 +12,7 @@ The data flows one way through the rooms of this package::
     stages      read -> infer -> blend -> write, overlapping in threads
     config      what a run is asked (PredictConfig) and what it gave (PredictResult)
     run         ``predict``: ties them together
+    batch       ``predict_batch``: many scenes, one map each, and a VRT over the maps
 
 Memory is flat in the scene's height and linear in its width: scores are held for one band of
 rows as tall as a window, and rows are written out as soon as no later window can touch them.
@@ -20,8 +21,18 @@ Outputs are written to hidden partial files and renamed into place when complete
 same bytes as an uninterrupted run.
 """
 
+from geoclass.engine.predict.batch import BatchResult, SkippedMap, predict_batch, read_batch_list
 from geoclass.engine.predict.config import PredictConfig, PredictResult
 from geoclass.engine.predict.plan import DEFAULT_OVERLAP
 from geoclass.engine.predict.run import predict
 
-__all__ = ["DEFAULT_OVERLAP", "PredictConfig", "PredictResult", "predict"]
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "BatchResult",
+    "PredictConfig",
+    "PredictResult",
+    "SkippedMap",
+    "predict",
+    "predict_batch",
+    "read_batch_list",
+]

@@ -235,7 +235,8 @@ def score_on_cluster(client: Any, job: ClusterJob, plan: Plan) -> Iterator[Score
     """Score ``plan`` on the cluster, yielding the bands in plan order (``stages.Scored``).
 
     Progress is yielded as each task finishes, in any order; the events wait for their turn.
-    At most two tasks per worker thread are in flight (results included).
+    At most two tasks per worker thread are in flight (results included), and the client holds
+    one strip's scores at a time.
 
     Raises:
         GeoclassError: The error of a task (an unreadable window: its message names it).
@@ -245,8 +246,8 @@ def score_on_cluster(client: Any, job: ClusterJob, plan: Plan) -> Iterator[Score
     from distributed.client import FutureCancelledError
 
     bands = [[seg] for seg in row_segments(plan)]  # one task per 256-row strip of windows
-    threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
-    in_flight = max(2, 2 * threads)
+    # Finished strips wait on their workers until their turn: the client fetches one at a time.
+    in_flight = max(2, 2 * sum(client.nthreads().values()))
     queue: deque[Any] = deque()  # futures in plan order
     windows: dict[str, int] = {}  # windows of each task in flight
     finished: set[str] = set()
