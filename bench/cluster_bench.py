@@ -47,12 +47,15 @@ def _dask() -> str:
     return exe
 
 
+STRATEGY = "auto"
+
+
 def _predict(scene: Path, out: Path, dask: str | None) -> float:
     """Seconds of one predict run (in this process); the map goes to ``out``."""
     from geoclass.engine.predict import PredictConfig, predict
 
     t0 = time.perf_counter()
-    predict(PredictConfig(scenes=scene, output=out, overwrite=True, dask=dask))
+    predict(PredictConfig(scenes=scene, output=out, overwrite=True, dask=dask, strategy=STRATEGY))
     return time.perf_counter() - t0
 
 
@@ -65,7 +68,10 @@ def main() -> None:
     parser.add_argument("--mp", type=float, default=8.0, help="scene size in megapixels")
     parser.add_argument("--source", type=Path, default=SAMPLE, help="scene to repeat")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per setting (best)")
+    parser.add_argument("--strategy", default="auto", help="predict --strategy")
     args = parser.parse_args()
+    global STRATEGY
+    STRATEGY = args.strategy
     import torch
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -73,7 +79,8 @@ def main() -> None:
         vrt = tmp / "scene.vrt"
         width, height = build_repeat_vrt(args.source, vrt, args.mp * 1e6)
         mp = width * height / 1e6
-        print(f"scene: {width}x{height} px ({mp:.1f} MP), {os.cpu_count()} cores")
+        print(f"scene: {width}x{height} px ({mp:.1f} MP), {os.cpu_count()} cores, "
+              f"strategy {STRATEGY}")
         port = _free_port()
         address = f"tcp://127.0.0.1:{port}"
         log = (tmp / "dask.log").open("w")
