@@ -86,6 +86,20 @@ def tile(
             show_default=False,
         ),
     ] = None,
+    label_colors: Annotated[
+        Path | None,
+        typer.Option(
+            "--label-colors",
+            metavar="FILE",
+            help="The labels are colour-coded masks (RGB PNG/TIFF, or one band with a colour "
+            "table); FILE says which colour is which class: JSON {\"Water\": \"#E2A929\", ..., "
+            "\"ignore\": [\"#9B9B9B\", \"#000000\"]}, a classes.json with title/color (a class "
+            "titled Unlabeled is ignored), or a QGIS colour map export. A colour in a mask that "
+            "FILE lacks is an error listing it.",
+            rich_help_panel=PANEL_INPUT,
+            show_default=False,
+        ),
+    ] = None,
     bands: BandsOpt = None,
     size: Annotated[
         int,
@@ -201,6 +215,7 @@ def tile(
         labels=labels,
         label_field=label_field,
         classes=classes,
+        label_colors=label_colors,
         bands=bands,
         size=size,
         stride=stride,
@@ -243,7 +258,15 @@ def _print_summary(result: TileResult) -> None:
     if result.reused:
         head.append(f"; {result.reused:,} kept from the earlier run")
     console.print(head, soft_wrap=True)
-    if result.classes:
+    if result.classes and result.pixel_counts:
+        # Segmentation: what the masks hold, in pixels (the chips' majority class hides the rest).
+        width = max(len(c) for c in result.classes)
+        totals = {s: max(sum(result.pixel_counts.get(s, {}).values()), 1) for s in ("train", "val")}
+        for name in result.classes:
+            shares = [100 * result.pixel_counts.get(s, {}).get(name, 0) / totals[s] for s in ("train", "val")]
+            line = f"  {name:<{width}}  {shares[0]:5.1f}% of train px  {shares[1]:5.1f}% of val px"
+            console.print(Text(line), soft_wrap=True)
+    elif result.classes:
         width = max(len(c) for c in result.classes)
         for name in result.classes:
             n_train = result.counts["train"].get(name, 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from geoclass.errors import ConfigError
+from geoclass.io.color_map import ColorMap
 from geoclass.io.labels import ClassSpec
 from geoclass.io.stats import BandStatistics
 
@@ -55,6 +56,8 @@ class TileConfig:
         sample: ``grid`` (chips on a regular grid) or ``labels`` (chips centred on each point
             and on ``per_feature`` points inside each polygon or line; for sparse labels).
         per_feature: Chips per polygon or line with ``sample="labels"``.
+        label_colors: The labels are a colour-coded mask: the colour map (a file, see
+            ``geoclass.io.color_map``, or a ``ColorMap``) that says which colour is which class.
     """
 
     scenes: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
@@ -80,6 +83,7 @@ class TileConfig:
     command: str | None = None
     sample: str = "grid"
     per_feature: int = 1
+    label_colors: str | os.PathLike[str] | ColorMap | None = None
 
 
 @dataclass
@@ -99,6 +103,8 @@ class TileResult:
         statistics: Per-band statistics of the train split's valid pixels (None without any).
         dataset_json: Path of ``dataset.json``.
         seconds: Wall time of the run.
+        pixel_counts: Segmentation: labelled pixels per split and class (a chip's majority class
+            says little about a mask).
     """
 
     output: Path
@@ -113,6 +119,7 @@ class TileResult:
     statistics: BandStatistics | None
     dataset_json: Path
     seconds: float = 0.0
+    pixel_counts: dict[str, dict[str, int]] | None = None
 
     def split_total(self, split: str) -> int:
         """Chips in one split."""

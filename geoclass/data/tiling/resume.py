@@ -79,6 +79,7 @@ def fingerprint(cfg: TileConfig, scene_paths: list[str], scene: Scene, labels: A
         "labels": _abs(cfg.labels),
         "label_field": getattr(labels, "field", None),
         "classes": classes,
+        "label_colors": dict(getattr(labels, "values", {})) if cfg.label_colors is not None else None,
         "min_labelled": cfg.min_labelled,
         "max_nodata": cfg.max_nodata,
         "val_fraction": cfg.val_fraction,

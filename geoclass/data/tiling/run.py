@@ -19,6 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from geoclass.data.tiling.chip_writer import ChipWriter, unlink
 from geoclass.data.tiling.config import SKIP_REASONS, TileConfig, TileResult, validate
 from geoclass.data.tiling.describe import dataset_info, dumps, write_index
+from geoclass.data.tiling.pairs import is_pair_folders, tile_pairs
 from geoclass.data.tiling.plan import Aggregate, Splitter
 from geoclass.data.tiling.resume import (
     PARTIAL_CSV,
@@ -30,6 +31,8 @@ from geoclass.data.tiling.resume import (
 from geoclass.data.tiling.sample_windows import label_windows
 from geoclass.data.tiling.worker import Worker, class_dirs, ordered_map, scene_prefix
 from geoclass.errors import ConfigError, GeoclassError, Interrupted, OutputError
+from geoclass.io.color_map import ColorMap, read_color_map
+from geoclass.io.color_masks import ColorMaskLabels
 from geoclass.io.labels import UNLABELLED, open_labels, read_class_file
 from geoclass.io.outputs import atomic_output
 from geoclass.io.reader import Scene, open_scene
@@ -66,6 +69,8 @@ def tile(config: TileConfig, progress: ProgressCallback | None = None) -> TileRe
         OutputError: The output cannot be written.
         Interrupted: Ctrl-C; the chips written so far are kept for ``resume``.
     """
+    if is_pair_folders(config.scenes):
+        return tile_pairs(config, progress)
     started = time.monotonic()
     cfg = config
     validate(cfg)
@@ -84,9 +89,19 @@ def tile(config: TileConfig, progress: ProgressCallback | None = None) -> TileRe
         classes_spec: Any = cfg.classes
         if isinstance(classes_spec, (str, os.PathLike)):
             classes_spec = read_class_file(classes_spec)
-        if cfg.labels is not None:
+        if cfg.labels is not None and cfg.label_colors is not None:
+            if cfg.classes is not None or cfg.label_field is not None:
+                raise ConfigError("--label-colors names the classes of a colour mask; drop "
+                                  "--classes / --label-field")
+            colors = cfg.label_colors
+            if not isinstance(colors, ColorMap):
+                colors = read_color_map(colors)
+            labels = ColorMaskLabels(cfg.labels, scene, colors)
+        elif cfg.labels is not None:
             labels = open_labels(cfg.labels, scene, field=cfg.label_field, classes=classes_spec,
                                  layer=cfg.label_layer, progress=progress)
+        elif cfg.label_colors is not None:
+            raise ConfigError("--label-colors needs --labels (the colour masks)")
         elif cfg.label_field is not None or cfg.classes is not None:
             report.warn("--label-field and --classes have no effect without --labels")
         classes = list(labels.classes) if labels is not None else []
@@ -108,7 +123,10 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
     """Walk the windows, write chips and the index, and describe the dataset."""
     segment = cfg.task == "segment"
     offset = hist_offset(scene.dtype)
-    colors = colors_for_classes(classes) if classes else []
+    if isinstance(labels, ColorMaskLabels):
+        colors = list(labels.colors.colors)  # the masks' own colours
+    else:
+        colors = colors_for_classes(classes) if classes else []
     image_writer = ChipWriter(size=cfg.size, count=scene.count, dtype=scene.dtype, crs=scene.crs,
                               transform=scene.transform, nodata=scene.nodata,
                               descriptions=scene.band_names, level=cfg.compress_level)
@@ -243,6 +261,7 @@ def _run(cfg: TileConfig, scene: Scene, labels: Any, classes: list[str], out: Pa
         statistics=stats,
         dataset_json=out / "dataset.json",
         seconds=time.monotonic() - started,
+        pixel_counts=info.get("pixel_counts"),
     )
 
 
