@@ -33,17 +33,36 @@ def check_map_options(**options: Any) -> None:
 
 def evaluate(
     ctx: typer.Context,
-    data: Annotated[
-        Path,
+    data_paths: Annotated[
+        list[Path],
         typer.Argument(
             metavar="DATA",
             help="Labelled data: chips written by 'geoclass tile', or a folder with one "
-            "sub-folder of images per class. With --reference: a classified map (one band of "
-            "class values, from geoclass or any other tool).",
+            "sub-folder of images per class. With --label-colors: folders of whole images and "
+            "their colour masks (images/ + masks/). With --reference: a classified map (one band "
+            "of class values, from geoclass or any other tool).",
             show_default=False,
         ),
     ],
     model: ModelOpt = None,
+    label_colors: Annotated[
+        Path | None,
+        typer.Option(
+            "--label-colors",
+            metavar="FILE",
+            help="DATA are folders of images/ and colour-coded masks/ (see 'geoclass tile "
+            "--label-colors'): each image is predicted whole, as 'geoclass predict' would, and "
+            "scored against its mask, every pixel once: per-class IoU, precision, recall, F1, "
+            "mean IoU, pixel accuracy, confusion matrix.",
+            rich_help_panel=PANEL_INPUT,
+            show_default=False,
+        ),
+    ] = None,
+    tta: Annotated[
+        bool,
+        typer.Option("--tta", help="With --label-colors: predict with test-time augmentation.",
+                     rich_help_panel=PANEL_INPUT),
+    ] = False,
     split: Annotated[
         Path | None,
         typer.Option(
@@ -137,6 +156,27 @@ def evaluate(
     """
     from geoclass.cli.render import cli_state, make_progress_callback, print_json
 
+    if label_colors is not None:
+        from geoclass.engine.evaluate_masks import MaskEvalConfig, evaluate_masks
+
+        mask_config = MaskEvalConfig(
+            folders=[str(p) for p in data_paths], label_colors=str(label_colors), model=model, tta=tta,
+            device=device, report=None if report is None else str(report),
+            plots=None if plots is None else str(plots))
+        callback, live = make_progress_callback(cli_state(ctx).quiet)
+        with live:
+            mask_result = evaluate_masks(mask_config, progress=callback)
+        if json_output:
+            print_json(mask_result)
+        else:
+            _print_report(mask_result)
+        return
+    if tta:
+        raise typer.BadParameter("applies with --label-colors (whole images)", param_hint="'--tta'")
+    if len(data_paths) != 1:
+        raise typer.BadParameter("one dataset or map (several folders only with --label-colors)",
+                                 param_hint="'DATA'")
+    data = data_paths[0]
     if reference is not None:
         check_map_options(model=model, split=split, group=groups)
         _assess_map(ctx, data, reference, label_field, class_map, report, plots, polygon_areas, json_output)
@@ -173,9 +213,18 @@ def _print_report(result: dict[str, Any]) -> None:
     console = make_console(stderr=False)
     absent = result.get("classes_absent") or []
     if result.get("task") == "segment":
-        table = Table("class", "IoU", title="per-class IoU")
-        for name, iou in zip(result["classes"], result["iou"]):
-            table.add_row(name, "absent" if name in absent else _number(iou))
+        rows = result.get("per_class")
+        if rows:  # whole images against their masks
+            table = Table("class", "IoU", "precision", "recall", "F1", "pixels",
+                          title=f"{result['images']} images, {result['pixels_scored']:,} pixels")
+            for name, row in rows.items():
+                table.add_row(name, "absent" if name in absent else _number(row["iou"]),
+                              _number(row["precision"]), _number(row["recall"]), _number(row["f1"]),
+                              f"{row['pixels']:,}")
+        else:
+            table = Table("class", "IoU", title="per-class IoU")
+            for name, iou in zip(result["classes"], result["iou"]):
+                table.add_row(name, "absent" if name in absent else _number(iou))
         console.print(table)
         console.print(f"pixel accuracy {result['pixel_accuracy']:.4f}   mean IoU {result['mean_iou']:.4f}"
                       f"{_over(result)}")

@@ -303,11 +303,24 @@ def train(
             rich_help_panel=PANEL_TRAINING,
         ),
     ] = 0.1,
+    dice: Annotated[
+        float,
+        typer.Option(
+            "--dice",
+            min=0.0,
+            max=10.0,
+            metavar="W",
+            help="Segmenters: add W x (1 - soft Dice) to the cross-entropy, so small classes count "
+            "as much as large ones. Default 0 (cross-entropy only).",
+            rich_help_panel=PANEL_TRAINING,
+        ),
+    ] = 0.0,
     class_weights: Annotated[
         Literal["auto", "none"],
         typer.Option(
             "--class-weights",
-            help="auto: weight the loss by inverse class frequency; none: unweighted.",
+            help="auto: weight the loss by inverse class frequency (segmenters: the square root "
+            "of it, over labelled pixels); none: unweighted.",
             rich_help_panel=PANEL_TRAINING,
         ),
     ] = "auto",
@@ -372,6 +385,13 @@ def train(
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    list_models: Annotated[
+        bool,
+        typer.Option(
+            "--list-models",
+            help="List the models --model takes, with their task and size, and exit.",
+        ),
+    ] = False,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -393,6 +413,18 @@ def train(
     model in seconds. Either way the model is RUN_DIR/model.safetensors.
     """
     from geoclass.cli.render import cli_state, make_progress_callback, print_json
+
+    if list_models:
+        from geoclass.models.registry import describe_models
+
+        rows = describe_models()
+        if json_output:
+            print_json(rows)
+        else:
+            for row in rows:
+                typer.echo(f"{row['name']:<16} {row['task']:<9} {row['parameters'] / 1e6:7.2f} M  "
+                           f"{row['description']}")
+        return
     from geoclass.engine import train as engine
     from geoclass.engine.train.distributed import launched_ranks
 
@@ -457,7 +489,7 @@ def train(
             val_split_csv=_str(val_split), val_fraction=val_fraction, epochs=epochs or 20,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, amp=amp,
             weights=_str(weights), pretrained=pretrained, label_smoothing=label_smoothing,
-            class_weights=class_weights, patience=patience or 0, augment=augment,
+            class_weights=class_weights, dice=dice, patience=patience or 0, augment=augment,
             cutmix=0.5 if cutmix else 0.0, ema=ema, cache=cache,
             workers=default_workers() if workers is None else workers,
             seed=seed, device=device, groups=parse_groups(groups),

@@ -179,25 +179,9 @@ def write_plots(folder: Path, y_true: np.ndarray, probabilities: np.ndarray, cla
     import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix, roc_curve
 
-    folder.mkdir(parents=True, exist_ok=True)
     labels = list(range(len(classes)))
-    matrix = confusion_matrix(y_true, probabilities.argmax(1), labels=labels).astype(np.float64)
-    normalised = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    size = max(5.0, 0.6 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(labels, classes, rotation=45, ha="right")
-    ax.set_yticks(labels, classes)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
-    for i in labels:
-        for j in labels:
-            if matrix[i, j]:
-                ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center",
-                        color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
-    fig.tight_layout()
-    confusion_png = folder / "confusion_matrix.png"
-    fig.savefig(confusion_png, dpi=110)
-    plt.close(fig)
+    matrix = confusion_matrix(y_true, probabilities.argmax(1), labels=labels)
+    confusion_png = plot_confusion(folder, matrix, classes)
 
     fig, ax = plt.subplots(figsize=(6, 6))
     for k, name in enumerate(classes):
@@ -214,3 +198,32 @@ def write_plots(folder: Path, y_true: np.ndarray, probabilities: np.ndarray, cla
     fig.savefig(roc_png, dpi=110)
     plt.close(fig)
     return [str(confusion_png), str(roc_png)]
+
+
+def plot_confusion(folder: Path, matrix: np.ndarray, classes: list[str]) -> str:
+    """``folder/confusion_matrix.png``: the row-normalised matrix with counts; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = list(range(len(classes)))
+    counts = np.asarray(matrix, np.float64)
+    normalised = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(5.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(labels, classes, rotation=45, ha="right")
+    ax.set_yticks(labels, classes)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
+    for i in labels:
+        for j in labels:
+            if counts[i, j]:
+                ax.text(j, i, f"{int(counts[i, j]):,}", ha="center", va="center",
+                        color="white" if normalised[i, j] > 0.5 else "black", fontsize=7)
+    fig.tight_layout()
+    path = folder / "confusion_matrix.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -119,6 +119,11 @@ def roc_auc(y_true: np.ndarray, probabilities: np.ndarray) -> float | None:
     return float(np.mean(scores))
 
 
+def per_class_scores(matrix: np.ndarray) -> dict[str, Any]:
+    """Per-class precision, recall, F1 and support (arrays) and their averages, from a confusion matrix."""
+    return _per_class(matrix)
+
+
 def _per_class(matrix: np.ndarray) -> dict[str, Any]:
     """Per-class and averaged scores from a confusion matrix, without 0/0 anywhere.
 

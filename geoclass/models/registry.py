@@ -18,7 +18,7 @@ from geoclass.models.cnn import BaselineCNN, CompactResNet
 from geoclass.models.hybrid import HybridCNNViT
 from geoclass.models.local_weights import load_local_weights
 from geoclass.models.pixel import PixelMLP, PixelTrees
-from geoclass.models.segmentation import FPNSegmenter, SmallFCN
+from geoclass.models.segmentation import FPNSegmenter, SmallFCN, UNet
 from geoclass.models.timm_models import create_timm_classifier
 
 Task = Literal["classify", "segment"]
@@ -86,6 +86,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet50": Architecture(_timm("resnet50"), "classify", "timm ResNet-50", uses_timm=True),
     "efficientnet_b3": Architecture(_timm("efficientnet_b3"), "classify", "timm EfficientNet-B3", uses_timm=True),
     "fcn": Architecture(_local(SmallFCN), "segment", "small fully convolutional segmenter"),
+    "unet": Architecture(_local(UNet), "segment",
+                         "compact U-Net (residual encoder, skip connections, half-resolution stem; "
+                         "width=24), trains on a CPU"),
     "pixel-mlp": Architecture(_local(PixelMLP), "segment",
                               "per-pixel MLP over band values, spectral indices and optional "
                               "neighbourhood texture; trained from a scene + labels"),
@@ -101,6 +104,22 @@ ARCHITECTURES: dict[str, Architecture] = {
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model` (plus any ``timm:NAME``)."""
     return sorted(ARCHITECTURES)
+
+
+def describe_models(num_classes: int = 10, in_chans: int = 3) -> list[dict[str, Any]]:
+    """Each registered model: name, task, parameters (for ``num_classes`` x ``in_chans``), description."""
+    rows = []
+    for name in list_models():
+        arch = ARCHITECTURES[name]
+        chip = 256 if arch.task == "segment" else 64
+        try:
+            model = create_model(name, num_classes, in_chans, chip_size=chip)
+            parameters = sum(p.numel() for p in model.parameters())
+        except ModelError:
+            parameters = 0
+        rows.append({"name": name, "task": arch.task, "parameters": parameters,
+                     "description": arch.description})
+    return rows
 
 
 def architecture_task(name: str) -> Task:

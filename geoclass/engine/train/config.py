@@ -40,6 +40,7 @@ class TrainConfig:
     pretrained: bool = False
     label_smoothing: float = 0.1
     class_weights: str = "auto"
+    dice: float = 0.0
     patience: int = 10
     augment: bool = True
     augment_strength: str = "strong"

@@ -98,11 +98,24 @@ def make_loaders(config: TrainConfig, run_dir: Path, report: Reporter, train_set
 
 def class_weights(config: TrainConfig, train_set: SampleSet, meta: ModelMeta,
                   device: torch.device) -> torch.Tensor | None:
-    """Inverse-frequency loss weights per class (``--class-weights auto``), or None."""
+    """Inverse-frequency loss weights per class (``--class-weights auto``), or None.
+
+    Classifiers count chips. Segmenters count labelled pixels (``pixel_counts`` of the tiled
+    dataset's training split) and take the square root of the inverse frequency: full inverse
+    weights over pixels make a rare class's every pixel worth dozens of common ones, and the
+    map over-paints it.
+    """
     if config.class_weights == "none":
         return None
-    counts = np.array([train_set.counts().get(name, 0) for name in meta.classes], dtype=np.float64)
-    weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+    if meta.task == "segment":
+        pixels = (train_set.info or {}).get("pixel_counts", {}).get("train", {})
+        if not pixels:
+            return None
+        counts = np.array([pixels.get(name, 0) for name in meta.classes], dtype=np.float64)
+        weights = np.where(counts > 0, np.sqrt(counts.sum() / (len(counts) * np.maximum(counts, 1))), 0.0)
+    else:
+        counts = np.array([train_set.counts().get(name, 0) for name in meta.classes], dtype=np.float64)
+        weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
     return torch.tensor(weights, dtype=torch.float32, device=device)
 
 

@@ -36,6 +36,7 @@ from geoclass.engine.train.config import (
 )
 from geoclass.engine.train.data import class_weights, make_loaders, sample_sets
 from geoclass.engine.train.distributed import Ranks, all_sum, rank_device, wrap_model
+from geoclass.engine.train.losses import segmentation_loss
 from geoclass.engine.train.meta import build_meta
 from geoclass.engine.train.records import open_tensorboard, plot_curves, write_metrics
 from geoclass.engine.train.schedule import cutmix, warmup_cosine
@@ -94,8 +95,12 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(int(c.warmup_epochs * steps_per_epoch), c.epochs * steps_per_epoch))
         scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
-        weight = class_weights(c, train_set, meta, device) if meta.task == "classify" else None
-        criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=c.label_smoothing, ignore_index=IGNORE_INDEX)
+        weight = class_weights(c, train_set, meta, device)
+        if weight is not None and meta.task == "segment":
+            self.report.info("class weights (labelled pixels, square-root inverse frequency): " + ", ".join(
+                f"{name} {w:.2f}" for name, w in zip(meta.classes, weight.tolist(), strict=True)))
+        criterion = segmentation_loss(weight, c.label_smoothing, c.dice) if meta.task == "segment" else \
+            nn.CrossEntropyLoss(weight=weight, label_smoothing=c.label_smoothing, ignore_index=IGNORE_INDEX)
         # With --ema the exponential moving average of the weights is what gets validated and saved:
         # it is smoother than the last step's weights and usually generalises better.
         # The decay warms up (1 - (1 + step)^-2/3), so the average does not remember the random start.

@@ -1,0 +1,134 @@
+"""Segmenters: the U-Net, class weights over pixels, the Dice term, TTA inverses, fp16 copies, and
+scoring whole images against colour masks (each pixel once)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from geoclass.cli.app import app
+from geoclass.data.samples import SampleSet
+from geoclass.engine.device import select_precision
+from geoclass.engine.evaluate_masks import MaskEvalConfig, evaluate_masks
+from geoclass.engine.predict.strategies import StrategyOptions, WindowStrategy
+from geoclass.engine.train.config import TrainConfig
+from geoclass.engine.train.data import class_weights
+from geoclass.engine.train.losses import DiceCrossEntropy
+from geoclass.errors import LabelError
+from geoclass.models.model_file import ModelMeta, load_model_file, save_half_copy, save_model_file
+from geoclass.models.registry import create_model
+from geoclass.models.segmentation import SmallFCN
+from tests.data.test_color_masks import COLORS, _color_file, _pair
+
+IGNORE = 255
+
+
+@pytest.mark.parametrize(("h", "w", "stem"), [(64, 64, 2), (45, 70, 2), (33, 50, 1)])
+def test_unet_keeps_any_input_size(h: int, w: int, stem: int) -> None:
+    model = create_model("unet", 5, 4, chip_size=64, width=8, stem_stride=stem).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 4, h, w))
+    assert out.shape == (2, 5, h, w)
+
+
+def _meta(classes: list[str], chip: int = 32, arch: str = "fcn", **kwargs: object) -> ModelMeta:
+    return ModelMeta(architecture=arch, task="segment", classes=classes, in_chans=3, chip_size=chip,
+                     mean=[100.0] * 3, std=[50.0] * 3, arch_kwargs=dict(kwargs))
+
+
+def test_segmenter_class_weights_come_from_pixel_counts() -> None:
+    meta = _meta(["a", "b", "c"])
+    info = {"pixel_counts": {"train": {"a": 9000, "b": 1000, "c": 0}}}
+    weights = class_weights(TrainConfig(data="", model="fcn", out_dir=""), SampleSet(Path("."), [], ["a", "b", "c"],
+                                                                                       "segment", info),
+                            meta, torch.device("cpu"))
+    assert weights is not None
+    w = weights.tolist()
+    assert w[2] == 0.0 and w[1] > w[0]
+    assert w[1] / w[0] == pytest.approx(3.0)  # square root of the 9x frequency ratio
+
+
+def test_dice_term_ignores_unlabelled_pixels_and_rewards_overlap() -> None:
+    target = torch.tensor([[[0, 0, 1, IGNORE]]])
+    good = torch.tensor([[[[9.0, 9.0, -9.0, 0.0]], [[-9.0, -9.0, 9.0, 0.0]]]])
+    bad = -good
+    loss = DiceCrossEntropy(None, 0.0, dice=1.0)
+    assert float(loss(good, target)) < 0.01 < float(loss(bad, target))
+    flipped_ignored = good.clone()
+    flipped_ignored[..., 3] = torch.tensor([[50.0], [-50.0]])  # changes only the ignored pixel
+    assert float(loss(flipped_ignored, target)) == pytest.approx(float(loss(good, target)))
+
+
+def test_tta_turns_each_view_back_exact_for_a_pointwise_model() -> None:
+    """A 1x1 convolution commutes with flips and rotations: TTA must give exactly its map."""
+    torch.manual_seed(0)
+    model = SmallFCN(4, 3, depth=0).eval()
+    meta = _meta(["a", "b", "c", "d"], chip=24, depth=0)
+    cpu = torch.device("cpu")
+    options = StrategyOptions(cpu, select_precision(cpu, "off"), False, None)
+    x = [np.random.default_rng(1).normal(size=(24, 24, 3)).astype(np.float32)]
+    plain = WindowStrategy(model, meta, options)(x)
+    tta = WindowStrategy(model, meta, StrategyOptions(cpu, options.precision, True, None))(x)
+    np.testing.assert_allclose(tta, plain, atol=1e-6)
+
+
+def test_half_copy_is_smaller_and_loads_into_fp32(tmp_path: Path) -> None:
+    model = create_model("unet", 3, 3, chip_size=64, width=8)
+    meta = _meta(["a", "b", "c"], chip=64, arch="unet", width=8)
+    full = save_model_file(tmp_path / "m.safetensors", model, meta)
+    half = save_half_copy(full, tmp_path / "h.safetensors")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, loaded_meta = load_model_file(half)
+    assert loaded_meta.classes == ["a", "b", "c"]
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=0.05)
+
+
+def _mask_model(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = create_model("unet", len(COLORS), 3, chip_size=32, width=8)
+    meta = _meta(list(COLORS), chip=32, arch="unet", width=8)
+    return save_model_file(tmp_path / "unet.safetensors", model, meta)
+
+
+def test_whole_images_are_scored_once_per_labelled_pixel(tmp_path: Path) -> None:
+    ids = [_pair(tmp_path / "val", f"p{k}", 50 + 7 * k, 61, seed=k) for k in range(2)]
+    labelled = sum(int((i < 3).sum()) for i in ids)  # grey (3) and black (4) are ignored
+    result = evaluate_masks(MaskEvalConfig(folders=[str(tmp_path / "val")], label_colors=str(_color_file(tmp_path)),
+                                           model=str(_mask_model(tmp_path)), device="cpu",
+                                           report=str(tmp_path / "r.json"), plots=str(tmp_path / "plots")))
+    assert result["pixels_scored"] == labelled  # every labelled pixel exactly once
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.sum(1).tolist() == [sum(int((i == k).sum()) for i in ids) for k in range(3)]
+    assert 0.0 <= result["mean_iou"] <= 1.0 and len(result["per_image"]) == 2
+    assert json.loads((tmp_path / "r.json").read_text())["pixels_scored"] == labelled
+    assert (tmp_path / "plots" / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_model_classes_missing_from_the_colour_map_are_one_line(tmp_path: Path) -> None:
+    _pair(tmp_path / "val", "p", 40, 40, seed=0)
+    wrong = tmp_path / "c.json"
+    wrong.write_text(json.dumps({"Sea": "#E2A929", "Land": "#8429F6", "Road": "#6EC1E4"}))
+    with pytest.raises(LabelError, match="names no colour for the model's classes Water"):
+        evaluate_masks(MaskEvalConfig(folders=[str(tmp_path / "val")], label_colors=str(wrong),
+                                      model=str(_mask_model(tmp_path)), device="cpu"))
+
+
+def test_cli_eval_with_label_colors_and_list_models(tmp_path: Path) -> None:
+    _pair(tmp_path / "val", "p", 40, 48, seed=0)
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "val"), "--label-colors", str(_color_file(tmp_path)),
+                                      "-m", str(_mask_model(tmp_path)), "--device", "cpu", "--tta", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["tta"] is True and report["images"] == 1
+    listed = CliRunner().invoke(app, ["train", "--list-models"])
+    assert listed.exit_code == 0
+    line = next(line for line in listed.stdout.splitlines() if line.startswith("unet "))
+    assert "segment" in line and " M " in line
