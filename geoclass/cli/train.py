@@ -303,6 +303,19 @@ def train(
             rich_help_panel=PANEL_TRAINING,
         ),
     ] = 0.1,
+    crop: Annotated[
+        int | None,
+        typer.Option(
+            "--crop",
+            min=16,
+            metavar="PX",
+            help="Segmenters: train on a random PX x PX crop of each chip (and its mask), a new "
+            "place every time: tile chips larger than PX (e.g. --size 384, --crop 256) and the "
+            "model sees other windows of the images each epoch. Validation uses whole chips.",
+            rich_help_panel=PANEL_TRAINING,
+            show_default=False,
+        ),
+    ] = None,
     dice: Annotated[
         float,
         typer.Option(
@@ -489,7 +502,7 @@ def train(
             val_split_csv=_str(val_split), val_fraction=val_fraction, epochs=epochs or 20,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, amp=amp,
             weights=_str(weights), pretrained=pretrained, label_smoothing=label_smoothing,
-            class_weights=class_weights, dice=dice, patience=patience or 0, augment=augment,
+            class_weights=class_weights, dice=dice, crop=crop, patience=patience or 0, augment=augment,
             cutmix=0.5 if cutmix else 0.0, ema=ema, cache=cache,
             workers=default_workers() if workers is None else workers,
             seed=seed, device=device, groups=parse_groups(groups),

@@ -98,6 +98,23 @@ class SeededSampler(Sampler[tuple[int, int]]):
         return islice(items, self.start, None)
 
 
+def random_crops(images: np.ndarray, masks: np.ndarray, size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` crop at a random place of each chip, the same for image and mask.
+
+    Chips cut larger than the training size give each epoch other windows of the same pixels:
+    random crops of large images, not the same grid every time.
+    """
+    n, _, h, w = images.shape
+    if size > min(h, w):
+        raise DatasetError(f"--crop {size} is larger than the chips ({w}x{h} px); cut larger chips")
+    rows = rng.integers(0, h - size + 1, n)
+    cols = rng.integers(0, w - size + 1, n)
+    out_images = np.stack([images[i, :, r:r + size, c:c + size] for i, (r, c) in enumerate(zip(rows, cols))])
+    out_masks = np.stack([masks[i, r:r + size, c:c + size] for i, (r, c) in enumerate(zip(rows, cols))])
+    return out_images, out_masks
+
+
 class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Labelled chips as normalised tensors, with optional augmentation.
 
@@ -110,10 +127,14 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         bands: 1-based bands to read from each chip (None: all).
         augment: Training augmentation, or None for evaluation.
         cache: Decoded chips kept on disk after their first read (classification chips only).
+        crop: Segmentation training: a random ``crop`` x ``crop`` window of each chip (and its
+            mask) per draw; validation and evaluation always see the whole chips.
     """
 
     def __init__(self, samples: Sequence[Sample], meta: ModelMeta, bands: Sequence[int] | None = None,
-                 augment: Augmenter | None = None, cache: ChipCache | None = None) -> None:
+                 augment: Augmenter | None = None, cache: ChipCache | None = None,
+                 crop: int | None = None) -> None:
+        self.crop = crop if meta.task == "segment" and augment is not None else None
         self.samples = list(samples)
         self.meta = meta
         self.bands = list(bands) if bands else None
@@ -155,6 +176,8 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                                    f"({', '.join(sorted(str(s) for s in sizes))}); cut the data with one chip size")
             batch = self.meta.to_model_units(np.stack([raw for raw, _ in chips]))
             masks = np.stack(labels) if self.segment else None
+            if self.crop is not None and masks is not None:
+                batch, masks = random_crops(batch, masks, self.crop, self.augment.rng)
             batch, masks = self.augment(batch, masks)
             images = list(self.meta.normalize(batch, out=batch))
             if masks is not None:

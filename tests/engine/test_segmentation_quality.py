@@ -132,3 +132,58 @@ def test_cli_eval_with_label_colors_and_list_models(tmp_path: Path) -> None:
     assert listed.exit_code == 0
     line = next(line for line in listed.stdout.splitlines() if line.startswith("unet "))
     assert "segment" in line and " M " in line
+
+
+@pytest.mark.parametrize("strength", ["light", "strong"])
+def test_augmentation_and_random_crops_move_image_and_mask_together(strength: str) -> None:
+    """The image's first band spells out the mask: after flips, rotations, warps and crops the two
+    must still agree (exactly without warps; warps resample the image linearly, the mask nearest)."""
+    from geoclass.data.chips import random_crops
+    from geoclass.data.transforms import Augmenter
+
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 4, (6, 6, 6))
+    masks = np.kron(blocks, np.ones((1, 16, 16))).astype(np.uint8)  # (6, 96, 96), 16 px blocks
+    images = np.repeat(masks[:, None].astype(np.float32) * 50.0, 3, axis=1)
+    augment = Augmenter(strength, 255.0, radiometric=False)
+    augment.seed(7)
+    cropped, cropped_masks = random_crops(images, masks, 64, augment.rng)
+    assert cropped.shape == (6, 3, 64, 64) and cropped_masks.shape == (6, 64, 64)
+    assert (np.rint(cropped[:, 0] / 50.0) == cropped_masks).all()
+    out, out_masks = augment(cropped, cropped_masks)
+    assert out_masks is not None
+    agree = np.rint(out[:, 0] / 50.0) == out_masks
+    if strength == "light":
+        assert agree.all()
+    else:
+        assert agree.mean() > 0.9  # only pixels next to a block edge may differ
+    with pytest.raises(Exception, match="--crop 128 is larger than the chips"):
+        random_crops(images, masks, 128, augment.rng)
+
+
+def test_colour_masks_to_a_trained_unet_to_a_map(tmp_path: Path) -> None:
+    """The recipe in miniature: tile pairs, train with crops + Dice + pixel weights, eval, predict."""
+    import rasterio
+
+    from geoclass.data.tiling import TileConfig, tile
+    from geoclass.engine.predict import PredictConfig, predict
+    from geoclass.engine.train import train
+
+    for k in range(3):
+        _pair(tmp_path / "data", f"p{k}", 64, 64, seed=k)
+    colors = _color_file(tmp_path)
+    tile(TileConfig(scenes=[tmp_path / "data"], output=tmp_path / "chips", task="segment", size=48,
+                    stride=16, label_colors=colors, val_fraction=0.34, min_labelled=0.0))
+    result = train(TrainConfig(data=str(tmp_path / "chips"), model="unet", out_dir=str(tmp_path / "run"),
+                               epochs=2, batch_size=4, workers=0, lr=5e-3, warmup_epochs=0.0, crop=32,
+                               dice=0.5, arch_kwargs={"width": 8}))
+    assert "val_miou" in result.best_metrics
+    report = evaluate_masks(MaskEvalConfig(folders=[str(tmp_path / "data")], label_colors=str(colors),
+                                           model=str(result.model_path), device="cpu"))
+    assert report["images"] == 3 and report["pixels_scored"] > 0
+    out = tmp_path / "map.tif"
+    predict(PredictConfig(scenes=str(tmp_path / "data" / "images" / "p0.png"), output=out,
+                          model=str(result.model_path)))
+    with rasterio.open(out) as m:
+        assert m.crs is None and (m.width, m.height) == (64, 64)
+        assert m.colormap(1)[0][:3] == COLORS["Water"]  # the masks' own colours

@@ -41,6 +41,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weights: str = "auto"
     dice: float = 0.0
+    crop: int | None = None
     patience: int = 10
     augment: bool = True
     augment_strength: str = "strong"
