@@ -187,3 +187,23 @@ def test_colour_masks_to_a_trained_unet_to_a_map(tmp_path: Path) -> None:
     with rasterio.open(out) as m:
         assert m.crs is None and (m.width, m.height) == (64, 64)
         assert m.colormap(1)[0][:3] == COLORS["Water"]  # the masks' own colours
+
+
+DUBAI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "segmentation" / "dubai-aerial"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dubai-segmentation"
+
+
+@pytest.mark.skipif(not (DUBAI / "tile7").is_dir(), reason="needs ../shared/data/segmentation/dubai-aerial")
+def test_shipped_dubai_model_reproduces_its_recorded_tile7_numbers(tmp_path: Path) -> None:
+    """One image of tile 7 through the committed model gives the per-image mean IoU recorded in
+    examples/dubai-segmentation/eval-tile7.json by the recipe."""
+    recorded = json.loads((EXAMPLE / "eval-tile7.json").read_text())
+    entry = next(e for e in recorded["per_image"] if e["image"].endswith("image_part_001.jpg"))
+    (tmp_path / "one" / "images").mkdir(parents=True)
+    (tmp_path / "one" / "masks").mkdir()
+    (tmp_path / "one" / "images" / "image_part_001.jpg").symlink_to(DUBAI / "tile7" / "images" / "image_part_001.jpg")
+    (tmp_path / "one" / "masks" / "image_part_001.png").symlink_to(DUBAI / "tile7" / "masks" / "image_part_001.png")
+    result = evaluate_masks(MaskEvalConfig(folders=[str(tmp_path / "one")], label_colors=str(EXAMPLE / "colors.json"),
+                                           model=str(EXAMPLE / "model.safetensors"), device="cpu"))
+    assert result["pixels_scored"] == entry["pixels"]
+    assert result["mean_iou"] == pytest.approx(entry["mean_iou"], abs=0.005)
