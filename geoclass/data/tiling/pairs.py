@@ -148,7 +148,7 @@ def tile_pairs(config: TileConfig, progress: ProgressCallback | None = None) -> 
                 rec["split"] = split
                 rows.append(rec)
         infos.append({**info, "_split": split})
-    return _describe(config, out, rows, infos, pairs)
+    return _describe(config, out, rows, infos, pairs, names)
 
 
 def _warn_if_plain(image: Path, report: Reporter) -> None:
@@ -224,7 +224,7 @@ def _merge_stats(infos: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _describe(config: TileConfig, out: Path, rows: list[dict[str, Any]], infos: list[dict[str, Any]],
-              pairs: list[Pair]) -> TileResult:
+              pairs: list[Pair], names: list[str]) -> TileResult:
     first = infos[0]
     classes: list[str] = first["classes"]
     for info, pair in zip(infos, pairs, strict=True):
@@ -249,8 +249,7 @@ def _describe(config: TileConfig, out: Path, rows: list[dict[str, Any]], infos: 
         "pixel_counts": pixels, "skipped": skipped, "windows": windows,
         "statistics": _merge_stats(infos), "crs": None if any(i.get("crs") is None for i in infos) else first["crs"],
         "pairs": [{"image": str(p.image), "mask": str(p.mask), "split": i["_split"], "folder": f"{PAIRS_DIR}/{n}"}
-                  for p, i, n in zip(pairs, infos, [f"{k:03d}-{p.name}" for k, p in enumerate(pairs, 1)],
-                                     strict=True)],
+                  for p, i, n in zip(pairs, infos, names, strict=True)],
         "split": {"method": "whole-images", "val_fraction": config.val_fraction, "seed": config.seed},
     })
     fields = ["path", "label", "split", "mask", "scene", "row", "col"]
