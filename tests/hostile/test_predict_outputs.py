@@ -241,10 +241,26 @@ def test_two_processes_sharing_an_output(tmp_path: Path) -> None:
         import pathlib, sys, time
         import geoclass.engine.predict  # torch and the model code load before the wait, not after
         from geoclass.cli.app import main
+        from geoclass.io.outputs import OutputLock
         scene, out, wait_for = sys.argv[1:4]
-        while wait_for != "-" and not pathlib.Path(wait_for).exists():
-            time.sleep(0.01)
-        main(["predict", scene, "-o", out, "--probabilities", "p.tif", "-m", "cnn.safetensors", "-j", "0"])
+        b_done = pathlib.Path("b.done")
+        if wait_for == "-":  # run A: once it holds p.tif, keep it until run B has tried and ended
+            take = OutputLock.acquire
+            def acquire_and_wait(self):
+                held = take(self)
+                deadline = time.monotonic() + 120
+                while self.target.name == "p.tif" and not b_done.exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                return held
+            OutputLock.acquire = acquire_and_wait
+        else:  # run B: start once run A holds p.tif
+            while not pathlib.Path(wait_for).exists():
+                time.sleep(0.01)
+        try:
+            main(["predict", scene, "-o", out, "--probabilities", "p.tif", "-m", "cnn.safetensors", "-j", "0"])
+        finally:
+            if wait_for != "-":
+                b_done.touch()
         """
     )
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "300", "PYTHONPATH": str(ROOT)}
