@@ -207,6 +207,10 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             if mask.shape != raw.shape[1:]:
                 raise DatasetError(f"{sample.mask}: expected a {raw.shape[2]}x{raw.shape[1]} mask like its chip "
                                    f"{sample.path.name}, found {mask.shape[1]}x{mask.shape[0]}")
+            if self.augment is None:  # evaluation: pixels an earlier chip of the grid covers count there
+                first_row, first_col = sample.counted_from
+                mask[:first_row] = IGNORE_INDEX
+                mask[:, :first_col] = IGNORE_INDEX
         return raw, mask
 
     def _target(self, label: np.ndarray | int) -> torch.Tensor:

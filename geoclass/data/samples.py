@@ -10,12 +10,13 @@ Two layouts are understood:
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ class Sample:
     path: Path
     label: str
     mask: Path | None = None
+    counted_from: tuple[int, int] = (0, 0)
+    """Segmentation chips of a grid: the first row and column of the chip that no earlier chip of
+    its scene covers (edge chips are shifted inward and overlap their neighbours). Evaluation
+    scores only the mask from there on, so each scene pixel counts once."""
 
 
 @dataclass
@@ -124,7 +129,7 @@ def apply_groups(sample_set: SampleSet, groups: dict[str, list[str]]) -> SampleS
         return sample_set
     mapping = group_mapping(sample_set.classes, groups, sample_set.root)
     classes = list(groups) + (["other"] if any(v == "other" for v in mapping.values()) else [])
-    samples = [Sample(s.path, mapping[s.label], s.mask) for s in sample_set.samples]
+    samples = [replace(s, label=mapping[s.label]) for s in sample_set.samples]
     return SampleSet(sample_set.root, samples, classes, sample_set.task, sample_set.info)
 
 
@@ -149,13 +154,58 @@ def _load_chip_dataset(root: Path, split: str | None) -> SampleSet:
         raise DatasetError(f"{root}: chip dataset without {CHIPS_CSV}")
     classes = list(info.get("classes", []))
     samples: list[Sample] = []
+    places: list[tuple[str, int, int] | None] = []
     with index.open(newline="") as handle:
         for row in csv.DictReader(handle):
             if split is not None and row.get("split") != split:
                 continue
             mask = root / row["mask"] if row.get("mask") else None
             samples.append(Sample(root / row["path"], row.get("label", ""), mask))
-    return SampleSet(root, samples, classes, info.get("task", "classify"), info)
+            places.append(_place(row))
+    task = info.get("task", "classify")
+    size = info.get("chip_size")
+    if task == "segment" and isinstance(size, int) and size > 0 and None not in places:
+        samples = count_each_pixel_once(samples, places, size)  # type: ignore[arg-type]
+    return SampleSet(root, samples, classes, task, info)
+
+
+def _place(row: dict[str, str]) -> tuple[str, int, int] | None:
+    """(scene key, row, column) of a chip in chips.csv, or None when the CSV does not say."""
+    try:
+        return f"{Path(row['path']).parent}|{row['scene']}", int(row["row"]), int(row["col"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def count_each_pixel_once(samples: list[Sample], places: list[tuple[str, int, int]], size: int) -> list[Sample]:
+    """Set each chip's ``counted_from`` so that overlapping chips of one scene count a pixel once.
+
+    A chip at (row, col) skips the rows it shares with the chip above it (the nearest earlier
+    grid row, at the same column) and the columns it shares with the chip on its left. Chips
+    the grid does not hold (e.g. skipped for nodata) leave their share to their neighbours.
+    """
+    taken: dict[str, set[tuple[int, int]]] = {}
+    for scene, row, col in places:
+        taken.setdefault(scene, set()).add((row, col))
+    rows = {scene: sorted({r for r, _ in cells}) for scene, cells in taken.items()}
+    cols = {scene: sorted({c for _, c in cells}) for scene, cells in taken.items()}
+
+    def shared(starts: list[int], start: int) -> tuple[int | None, int]:
+        """The nearest earlier start and how many pixels its chip shares with this one."""
+        i = bisect.bisect_left(starts, start)
+        if i == 0:
+            return None, 0
+        return starts[i - 1], max(0, min(size, starts[i - 1] + size - start))
+
+    out: list[Sample] = []
+    for sample, (scene, row, col) in zip(samples, places, strict=True):
+        cells = taken[scene]
+        above, first_row = shared(rows[scene], row)
+        left, first_col = shared(cols[scene], col)
+        first_row = first_row if (above, col) in cells else 0
+        first_col = first_col if (row, left) in cells else 0
+        out.append(replace(sample, counted_from=(first_row, first_col)) if first_row or first_col else sample)
+    return out
 
 
 def _samples_from_csv(csv_path: Path, root: Path, classes: list[str]) -> list[Sample]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ def _labels_for_model(samples: list[Sample], data_classes: list[str], meta: Mode
     """Map the data's labels into the model's classes (through the model's groups if it has any)."""
     if meta.groups:
         mapping = group_mapping(data_classes, meta.groups, where)
-        samples = [Sample(s.path, mapping[s.label], s.mask) for s in samples]
+        samples = [replace(s, label=mapping[s.label]) for s in samples]
     if meta.task == "segment":
         return samples
     unknown = sorted({s.label for s in samples} - set(meta.classes))

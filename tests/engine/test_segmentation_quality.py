@@ -112,6 +112,24 @@ def test_whole_images_are_scored_once_per_labelled_pixel(tmp_path: Path) -> None
     assert (tmp_path / "plots" / "confusion_matrix.png").stat().st_size > 0
 
 
+def test_chip_dataset_eval_counts_each_pixel_once(tmp_path: Path) -> None:
+    """Edge chips of a grid are shifted inward and overlap their neighbours: eval (and training's
+    validation) scores every labelled pixel of the scenes once, not the overlaps twice."""
+    from geoclass.data.samples import load_samples
+    from geoclass.data.tiling import TileConfig, tile
+    from geoclass.engine.evaluate import EvalConfig, evaluate
+
+    ids = [_pair(tmp_path / "data", f"p{k}", 50 + 7 * k, 61, seed=k) for k in range(2)]
+    tile(TileConfig(scenes=[tmp_path / "data"], output=tmp_path / "chips", task="segment", size=32,
+                    label_colors=_color_file(tmp_path), val_fraction=0.0, min_labelled=0.0))
+    samples = load_samples(tmp_path / "chips").samples
+    assert sum(32 * 32 for _ in samples) > sum(i.size for i in ids)  # the chips do overlap
+    assert {s.counted_from for s in samples} == {(0, 0), (0, 3), (14, 0), (14, 3), (7, 0), (7, 3)}
+    result = evaluate(EvalConfig(data=str(tmp_path / "chips"), model=str(_mask_model(tmp_path)), workers=0))
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.sum(1).tolist() == [sum(int((i == k).sum()) for i in ids) for k in range(3)]
+
+
 def test_model_classes_missing_from_the_colour_map_are_one_line(tmp_path: Path) -> None:
     _pair(tmp_path / "val", "p", 40, 40, seed=0)
     wrong = tmp_path / "c.json"
