@@ -359,7 +359,8 @@ def train(
     cutmix: Annotated[
         bool,
         typer.Option(
-            "--cutmix", help="Also mix chips with CutMix.", rich_help_panel=PANEL_TRAINING
+            "--cutmix", help="Also mix chips with CutMix (for segmenters the masks get the same box).",
+            rich_help_panel=PANEL_TRAINING
         ),
     ] = False,
     ema: Annotated[

@@ -216,9 +216,13 @@ class Trainer:
             for images, targets in loader:
                 images = images.to(precision.device, non_blocking=True).to(memory_format=memory_format)
                 targets = targets.to(precision.device, non_blocking=True)
-                mixed = meta.task == "classify" and self.config.cutmix > 0 and random.random() < self.config.cutmix
+                mixed = self.config.cutmix > 0 and random.random() < self.config.cutmix
                 with precision.autocast():
-                    if mixed:
+                    if mixed and meta.task == "segment":  # the masks are mixed with the images
+                        images, targets, _ = cutmix(images, targets)
+                        logits = stepper(images)
+                        loss = criterion(logits, targets)
+                    elif mixed:
                         images, targets_b, lam = cutmix(images, targets)
                         logits = stepper(images)
                         loss = lam * criterion(logits, targets) + (1 - lam) * criterion(logits, targets_b)

@@ -21,7 +21,11 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
 
 
 def cutmix(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Paste a box of a shuffled batch into ``images``; the shuffled targets and the kept area share."""
+    """Paste a box of a shuffled batch into ``images``; the shuffled targets and the kept area share.
+
+    Segmentation masks (``targets`` with the images' height and width) get the same box pasted,
+    so the returned targets are the mixed masks and the share is 1.
+    """
     lam = float(np.random.beta(1.0, 1.0))
     perm = torch.randperm(images.shape[0], device=images.device)
     h, w = images.shape[-2:]
@@ -31,5 +35,9 @@ def cutmix(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, t
     x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
     images = images.clone()
     images[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
+    if targets.dim() == 3 and targets.shape[-2:] == (h, w):
+        masks = targets.clone()
+        masks[..., y0:y1, x0:x1] = targets[perm][..., y0:y1, x0:x1]
+        return images, masks, 1.0
     lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     return images, targets[perm], lam
