@@ -73,6 +73,11 @@ def _swin_fpn(num_classes: int, in_chans: int, chip_size: int = 256, pretrained:
     return _fpn(num_classes, in_chans, chip_size, pretrained, pretrained_file, **kwargs)
 
 
+def _unet_s4(**kwargs: Any) -> nn.Module:
+    kwargs = {"width": 24, "stem_stride": 4, "blocks": 2, **kwargs}
+    return UNet(**kwargs)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "cnn": Architecture(_local(BaselineCNN, takes_chip_size=True), "classify",
                         "EuroSAT baseline: conv16 -> conv8 -> max-pool 8 -> dense 32"),
@@ -89,6 +94,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "unet": Architecture(_local(UNet), "segment",
                          "compact U-Net (residual encoder, skip connections, half-resolution stem; "
                          "width=24), trains on a CPU"),
+    "unet-s4": Architecture(_local(_unet_s4), "segment",
+                            "U-Net with a quarter-resolution stem and two residual blocks per stage "
+                            "(width=24): twice as fast as unet to train on a CPU, more depth"),
     "pixel-mlp": Architecture(_local(PixelMLP), "segment",
                               "per-pixel MLP over band values, spectral indices and optional "
                               "neighbourhood texture; trained from a scene + labels"),

@@ -68,20 +68,31 @@ class UNet(nn.Module):
     cropped back). ``width`` sets the first stage's channels (doubling per stage, capped at 8x).
     ``stem_stride`` 2 (default) works at half resolution from the first layer and upsamples the
     class scores bilinearly: about 4x cheaper than full resolution on a CPU, for boundaries
-    within a pixel of the full-resolution ones.
+    within a pixel of the full-resolution ones. ``stem_stride`` 4 halves the cost again (two
+    stride-2 convolutions); the time saved buys ``blocks`` residual blocks per encoder stage.
     """
 
     def __init__(self, num_classes: int, in_chans: int = 3, width: int = 24, depth: int = 4,
-                 stem_stride: int = 2) -> None:
+                 stem_stride: int = 2, blocks: int = 1) -> None:
         super().__init__()
         from geoclass.models.cnn import ResidualBlock
 
-        if stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        if stem_stride not in (1, 2, 4):
+            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
         chans = [min(width * 2**i, width * 8) for i in range(depth + 1)]
-        self.stem = nn.Sequential(conv_bn_act(in_chans, chans[0], stride=stem_stride), conv_bn_act(chans[0], chans[0]))
+        if stem_stride == 4:
+            stem = [conv_bn_act(in_chans, chans[0] // 2, stride=2), conv_bn_act(chans[0] // 2, chans[0], stride=2)]
+        else:
+            stem = [conv_bn_act(in_chans, chans[0], stride=stem_stride)]
+        self.stem = nn.Sequential(*stem, conv_bn_act(chans[0], chans[0]))
         self.stem_stride = stem_stride
-        self.down = nn.ModuleList(ResidualBlock(chans[i], chans[i + 1], stride=2) for i in range(depth))
+        # One block per stage is a bare ResidualBlock (the state-dict layout of the first unet models).
+        self.down = nn.ModuleList(
+            ResidualBlock(chans[i], chans[i + 1], stride=2) if blocks == 1 else
+            nn.Sequential(ResidualBlock(chans[i], chans[i + 1], stride=2),
+                          *(ResidualBlock(chans[i + 1], chans[i + 1]) for _ in range(blocks - 1)))
+            for i in range(depth)
+        )
         self.up = nn.ModuleList(
             nn.Sequential(conv_bn_act(chans[i + 1] + chans[i], chans[i]), conv_bn_act(chans[i], chans[i]))
             for i in reversed(range(depth))

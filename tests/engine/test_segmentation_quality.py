@@ -28,9 +28,9 @@ from tests.data.test_color_masks import COLORS, _color_file, _pair
 IGNORE = 255
 
 
-@pytest.mark.parametrize(("h", "w", "stem"), [(64, 64, 2), (45, 70, 2), (33, 50, 1)])
+@pytest.mark.parametrize(("h", "w", "stem"), [(64, 64, 2), (45, 70, 2), (33, 50, 1), (45, 70, 4)])
 def test_unet_keeps_any_input_size(h: int, w: int, stem: int) -> None:
-    model = create_model("unet", 5, 4, chip_size=64, width=8, stem_stride=stem).eval()
+    model = create_model("unet", 5, 4, chip_size=64, width=8, stem_stride=stem, blocks=2 if stem == 4 else 1).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 4, h, w))
     assert out.shape == (2, 5, h, w)
@@ -177,6 +177,19 @@ def test_augmentation_and_random_crops_move_image_and_mask_together(strength: st
         assert agree.mean() > 0.9  # only pixels next to a block edge may differ
     with pytest.raises(Exception, match="--crop 128 is larger than the chips"):
         random_crops(images, masks, 128, augment.rng)
+
+
+def test_segmentation_cutmix_pastes_one_box_into_images_and_masks() -> None:
+    from geoclass.engine.train.schedule import cutmix
+
+    np.random.seed(3)
+    torch.manual_seed(3)
+    masks = torch.arange(6).repeat_interleave(40 * 40).reshape(6, 40, 40)  # chip k is all class k
+    images = masks[:, None].float().repeat(1, 3, 1, 1)
+    mixed_images, mixed_masks, share = cutmix(images, masks)
+    assert share == 1.0 and mixed_masks.shape == masks.shape
+    assert torch.equal(mixed_images[:, 0].long(), mixed_masks)  # the same box moved in both
+    assert (mixed_masks != masks).any()
 
 
 def test_colour_masks_to_a_trained_unet_to_a_map(tmp_path: Path) -> None:
