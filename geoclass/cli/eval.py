@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,8 +155,6 @@ def evaluate(
     With --reference, DATA is a classified map: its accuracy and the area of each class are
     estimated from the reference data, with 95% confidence intervals.
     """
-    from geoclass.cli.render import cli_state, make_progress_callback, print_json
-
     if label_colors is not None:
         from geoclass.engine.evaluate_masks import MaskEvalConfig, evaluate_masks
 
@@ -163,13 +162,7 @@ def evaluate(
             folders=[str(p) for p in data_paths], label_colors=str(label_colors), model=model, tta=tta,
             device=device, report=None if report is None else str(report),
             plots=None if plots is None else str(plots))
-        callback, live = make_progress_callback(cli_state(ctx).quiet)
-        with live:
-            mask_result = evaluate_masks(mask_config, progress=callback)
-        if json_output:
-            print_json(mask_result)
-        else:
-            _print_report(mask_result)
+        _run_and_report(ctx, lambda progress: evaluate_masks(mask_config, progress=progress), json_output)
         return
     if tta:
         raise typer.BadParameter("applies with --label-colors (whole images)", param_hint="'--tta'")
@@ -195,9 +188,16 @@ def evaluate(
         workers=default_workers() if workers is None else workers, device=device,
         report=None if report is None else str(report), plots=None if plots is None else str(plots),
     )
+    _run_and_report(ctx, lambda progress: run_evaluation(config, progress=progress), json_output)
+
+
+def _run_and_report(ctx: typer.Context, run: Callable[[Any], dict[str, Any]], json_output: bool) -> None:
+    """Run an evaluation with the progress display, then print its report (JSON or tables)."""
+    from geoclass.cli.render import cli_state, make_progress_callback, print_json
+
     callback, live = make_progress_callback(cli_state(ctx).quiet)
     with live:
-        result = run_evaluation(config, progress=callback)
+        result = run(callback)
     if json_output:
         print_json(result)
     else:
