@@ -316,6 +316,18 @@ def train(
             show_default=False,
         ),
     ] = None,
+    crop_scale: Annotated[
+        str | None,
+        typer.Option(
+            "--crop-scale",
+            metavar="MIN,MAX",
+            help="Segmenters: random zoom. Each training crop covers PX x s chip pixels, s drawn "
+            "log-uniformly from MIN..MAX (capped by the chip), resized to PX: e.g. --size 512 "
+            "--crop 256 --crop-scale 0.5,2 shows objects at half to twice their size.",
+            rich_help_panel=PANEL_TRAINING,
+            show_default=False,
+        ),
+    ] = None,
     dice: Annotated[
         float,
         typer.Option(
@@ -503,7 +515,8 @@ def train(
             val_split_csv=_str(val_split), val_fraction=val_fraction, epochs=epochs or 20,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, amp=amp,
             weights=_str(weights), pretrained=pretrained, label_smoothing=label_smoothing,
-            class_weights=class_weights, dice=dice, crop=crop, patience=patience or 0, augment=augment,
+            class_weights=class_weights, dice=dice, crop=crop,
+            crop_scale=_scale_range(crop_scale), patience=patience or 0, augment=augment,
             cutmix=0.5 if cutmix else 0.0, ema=ema, cache=cache,
             workers=default_workers() if workers is None else workers,
             seed=seed, device=device, groups=parse_groups(groups),
@@ -524,6 +537,17 @@ def train(
     else:
         accuracy = result.best_metrics.get("val_accuracy", float("nan"))
         typer.echo(f"model: {result.model_path} (best epoch {result.best_epoch}, val accuracy {accuracy:.4f})")
+
+
+def _scale_range(text: str | None) -> list[float] | None:
+    """``MIN,MAX`` as two floats (the range itself is checked by TrainConfig)."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected MIN,MAX such as 0.5,2, got {text!r}", param_hint="'--crop-scale'") from None
+    return [low, high]
 
 
 def _str(path: Path | None) -> str | None:

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
+import cv2
 import numpy as np
 import rasterio
 import torch
@@ -98,20 +99,37 @@ class SeededSampler(Sampler[tuple[int, int]]):
         return islice(items, self.start, None)
 
 
-def random_crops(images: np.ndarray, masks: np.ndarray, size: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_crops(images: np.ndarray, masks: np.ndarray, size: int, rng: np.random.Generator,
+                 scale: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """A ``size`` x ``size`` crop at a random place of each chip, the same for image and mask.
 
     Chips cut larger than the training size give each epoch other windows of the same pixels:
-    random crops of large images, not the same grid every time.
+    random crops of large images, not the same grid every time. With a ``scale`` range each crop
+    first covers ``size * s`` chip pixels (``s`` drawn log-uniformly, capped by the chip) and is
+    then resized to ``size``: s > 1 zooms out (more context, smaller objects), s < 1 zooms in.
+    The image is resampled by area (shrinking) or bilinearly, the mask by nearest neighbour.
     """
-    n, _, h, w = images.shape
+    n, bands, h, w = images.shape
     if size > min(h, w):
         raise DatasetError(f"--crop {size} is larger than the chips ({w}x{h} px); cut larger chips")
-    rows = rng.integers(0, h - size + 1, n)
-    cols = rng.integers(0, w - size + 1, n)
-    out_images = np.stack([images[i, :, r:r + size, c:c + size] for i, (r, c) in enumerate(zip(rows, cols))])
-    out_masks = np.stack([masks[i, r:r + size, c:c + size] for i, (r, c) in enumerate(zip(rows, cols))])
+    low, high = scale
+    spans = np.full(n, size)
+    if (low, high) != (1.0, 1.0):
+        drawn = np.exp(rng.uniform(np.log(low), np.log(high), n))
+        spans = np.clip(np.rint(size * drawn).astype(int), 4, min(h, w))
+    rows = rng.integers(0, h - spans + 1)
+    cols = rng.integers(0, w - spans + 1)
+    out_images = np.empty((n, bands, size, size), images.dtype)
+    out_masks = np.empty((n, size, size), masks.dtype)
+    for i, (r, c, span) in enumerate(zip(rows, cols, spans)):
+        image, mask = images[i, :, r:r + span, c:c + span], masks[i, r:r + span, c:c + span]
+        if span != size:
+            interpolation = cv2.INTER_AREA if span > size else cv2.INTER_LINEAR
+            resized = cv2.resize(np.ascontiguousarray(np.moveaxis(image, 0, -1)), (size, size),
+                                 interpolation=interpolation)
+            image = np.moveaxis(resized.reshape(size, size, bands), -1, 0)
+            mask = cv2.resize(np.ascontiguousarray(mask), (size, size), interpolation=cv2.INTER_NEAREST)
+        out_images[i], out_masks[i] = image, mask
     return out_images, out_masks
 
 
@@ -129,12 +147,15 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         cache: Decoded chips kept on disk after their first read (classification chips only).
         crop: Segmentation training: a random ``crop`` x ``crop`` window of each chip (and its
             mask) per draw; validation and evaluation always see the whole chips.
+        crop_scale: Segmentation training: each crop covers ``crop * s`` chip pixels, ``s`` drawn
+            from this range, resized to ``crop`` (see :func:`random_crops`).
     """
 
     def __init__(self, samples: Sequence[Sample], meta: ModelMeta, bands: Sequence[int] | None = None,
                  augment: Augmenter | None = None, cache: ChipCache | None = None,
-                 crop: int | None = None) -> None:
+                 crop: int | None = None, crop_scale: tuple[float, float] = (1.0, 1.0)) -> None:
         self.crop = crop if meta.task == "segment" and augment is not None else None
+        self.crop_scale = crop_scale
         self.samples = list(samples)
         self.meta = meta
         self.bands = list(bands) if bands else None
@@ -176,8 +197,9 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                                    f"({', '.join(sorted(str(s) for s in sizes))}); cut the data with one chip size")
             batch = self.meta.to_model_units(np.stack([raw for raw, _ in chips]))
             masks = np.stack(labels) if self.segment else None
-            if self.crop is not None and masks is not None:
-                batch, masks = random_crops(batch, masks, self.crop, self.augment.rng)
+            if masks is not None and (self.crop is not None or self.crop_scale != (1.0, 1.0)):
+                size = self.crop or min(batch.shape[-2:])
+                batch, masks = random_crops(batch, masks, size, self.augment.rng, self.crop_scale)
             batch, masks = self.augment(batch, masks)
             images = list(self.meta.normalize(batch, out=batch))
             if masks is not None:

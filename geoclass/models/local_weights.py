@@ -46,6 +46,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Copy the tensors of ``path`` into ``model`` where names match; returns the names left at init.
 
+    A file of the same architecture saved under other names (the efficientnet_pytorch package's
+    ``_conv_stem``/``_blocks`` layout of an EfficientNet, say) is matched by position instead: only
+    when its tensors, in order, have exactly the model's shapes (the file may go on with a
+    classifier head the model lacks).
+
     Raises:
         ModelError: Less than half of the model's tensors are in the file (another architecture).
     """
@@ -53,6 +58,8 @@ def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
 
     source = read_state_dict(path)
     target = model.state_dict()
+    if not set(source) & set(target):
+        source = _by_position(source, target)
     first_conv = next((name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)), None)
     loaded: dict[str, torch.Tensor] = {}
     for name, tensor in target.items():
@@ -72,3 +79,19 @@ def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
                          "match the file (weights of another architecture?)")
     model.load_state_dict(loaded, strict=False)
     return [n for n in weight_names if n not in loaded]
+
+
+def _by_position(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``source`` renamed to ``target``'s names by position, if its first tensors have the target's shapes.
+
+    The first convolution may differ in its input bands (adapted later); every other shape must
+    agree, so a file of another architecture is left as it was (and then fails to fit by name).
+    """
+    values = list(source.values())
+    if len(values) < len(target) or len(target) < 20:
+        return source
+    for i, (tensor, value) in enumerate(zip(target.values(), values)):
+        same = value.shape == tensor.shape or (i == 0 and value.ndim == 4 and value.shape[0] == tensor.shape[0])
+        if not same:
+            return source
+    return dict(zip(target, values))

@@ -18,7 +18,7 @@ from geoclass.models.cnn import BaselineCNN, CompactResNet
 from geoclass.models.hybrid import HybridCNNViT
 from geoclass.models.local_weights import load_local_weights
 from geoclass.models.pixel import PixelMLP, PixelTrees
-from geoclass.models.segmentation import FPNSegmenter, SmallFCN, UNet
+from geoclass.models.segmentation import EncoderUNet, FPNSegmenter, SmallFCN, UNet
 from geoclass.models.timm_models import create_timm_classifier
 
 Task = Literal["classify", "segment"]
@@ -73,6 +73,12 @@ def _swin_fpn(num_classes: int, in_chans: int, chip_size: int = 256, pretrained:
     return _fpn(num_classes, in_chans, chip_size, pretrained, pretrained_file, **kwargs)
 
 
+def _encoder_unet(num_classes: int, in_chans: int, chip_size: int = 256, pretrained: bool = False,
+                  pretrained_file: str | None = None, backbone: str = "efficientnet_lite0", **kwargs: Any) -> nn.Module:
+    return EncoderUNet(num_classes, in_chans, backbone=backbone, pretrained=pretrained,
+                       pretrained_file=pretrained_file, **kwargs)
+
+
 def _unet_s4(**kwargs: Any) -> nn.Module:
     kwargs = {"width": 24, "stem_stride": 4, "blocks": 2, **kwargs}
     return UNet(**kwargs)
@@ -97,6 +103,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "unet-s4": Architecture(_local(_unet_s4), "segment",
                             "U-Net with a quarter-resolution stem and two residual blocks per stage "
                             "(width=24): twice as fast as unet to train on a CPU, more depth"),
+    "unet-lite0": Architecture(_encoder_unet, "segment",
+                               "U-Net decoder over a timm EfficientNet-Lite0 encoder (backbone=...): "
+                               "for ImageNet weights (--weights FILE or --pretrained)", uses_timm=True),
     "pixel-mlp": Architecture(_local(PixelMLP), "segment",
                               "per-pixel MLP over band values, spectral indices and optional "
                               "neighbourhood texture; trained from a scene + labels"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geoclass.errors import ModelError
 from geoclass.models.cnn import conv_bn_act
 
 
@@ -117,4 +118,63 @@ class UNet(nn.Module):
         if self.stem_stride > 1:
             logits = nn.functional.interpolate(logits, scale_factor=self.stem_stride, mode="bilinear",
                                                align_corners=False)
+        return logits[..., :h, :w]
+
+
+class EncoderUNet(nn.Module):
+    """A U-Net decoder over a timm ``features_only`` encoder (EfficientNet-Lite0 by default).
+
+    The point is a pretrained encoder: ImageNet features give a small aerial set what it cannot
+    learn from a few dozen images. The decoder merges the encoder's maps from stride 32 down to
+    stride 4 (two 3x3 convolutions per step, widths ``decoder``) and upsamples the class scores
+    bilinearly from there, as ``unet-s4`` does. Any band count (timm adapts the first convolution),
+    any input size (padded by reflection to a multiple of 32 and cropped back).
+
+    Args:
+        num_classes: Output classes.
+        in_chans: Input bands.
+        backbone: A timm model name with ``features_only`` support and five feature levels.
+        decoder: Channels of the decoder steps at strides 16, 8 and 4.
+        pretrained: Fetch the backbone's published weights from the hub.
+        pretrained_file: Local backbone weights (timm names, or the same tensors in the same
+            order under other names, e.g. the efficientnet_pytorch layout), read without pickle.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int = 3, backbone: str = "efficientnet_lite0",
+                 decoder: tuple[int, ...] | list[int] = (128, 64, 48), pretrained: bool = False,
+                 pretrained_file: str | None = None) -> None:
+        super().__init__()
+        from geoclass.models.local_weights import load_local_weights
+        from geoclass.models.timm_models import build_timm, require_hub
+
+        if pretrained and pretrained_file is None:
+            require_hub(backbone)
+        self.encoder = build_timm(backbone, None, features_only=True, in_chans=in_chans,
+                                  pretrained=pretrained and pretrained_file is None)
+        if pretrained_file is not None:
+            load_local_weights(self.encoder, pretrained_file)
+        chans = self.encoder.feature_info.channels()
+        reductions = self.encoder.feature_info.reduction()
+        if len(chans) != 5 or reductions[1:] != [4, 8, 16, 32] or len(decoder) != 3:
+            raise ModelError(f"{backbone}: expected five feature levels at strides 2-32 and three decoder "
+                             f"widths, found strides {reductions} and {len(decoder)} widths")
+        self.up = nn.ModuleList()
+        prev = chans[4]
+        for skip, width in zip((chans[3], chans[2], chans[1]), decoder):
+            self.up.append(nn.Sequential(conv_bn_act(prev + skip, width), conv_bn_act(width, width)))
+            prev = width
+        self.head = nn.Conv2d(prev, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 32, (-w) % 32
+        if ph or pw:  # reflection needs the pad to be smaller than the image; tiny inputs repeat the edge
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+        feats = self.encoder(x)
+        y = feats[4]
+        for block, skip in zip(self.up, (feats[3], feats[2], feats[1])):
+            y = nn.functional.interpolate(y, size=skip.shape[-2:], mode="nearest")
+            y = block(torch.cat([y, skip], 1))
+        logits = nn.functional.interpolate(self.head(y), scale_factor=4, mode="bilinear", align_corners=False)
         return logits[..., :h, :w]

@@ -179,6 +179,27 @@ def test_augmentation_and_random_crops_move_image_and_mask_together(strength: st
         random_crops(images, masks, 128, augment.rng)
 
 
+def test_zoomed_crops_keep_image_and_mask_aligned() -> None:
+    """--crop-scale: a crop covering twice the training size is shrunk by two (area mean for the
+    image, nearest for the mask) and still agrees with its mask exactly on blocks of even size; a
+    zoom-in of two enlarges 16 px blocks to 32 px; the drawn spans never exceed the chip."""
+    from geoclass.data.chips import random_crops
+
+    rng = np.random.default_rng(0)
+    masks = np.kron(rng.integers(0, 4, (5, 8, 8)), np.ones((1, 16, 16))).astype(np.uint8)  # (5, 128, 128)
+    images = np.repeat(masks[:, None].astype(np.float32) * 50.0, 3, axis=1)
+    out, out_masks = random_crops(images, masks, 64, rng, (2.0, 2.0))  # span 128: the whole chip
+    assert out.shape == (5, 3, 64, 64)
+    assert np.array_equal(out_masks, masks[:, ::2, ::2])
+    assert np.array_equal(np.rint(out[:, 0] / 50.0), out_masks)
+    out, out_masks = random_crops(images, masks, 64, rng, (0.5, 0.5))  # span 32 from anywhere
+    edges = np.count_nonzero(np.diff(out_masks.astype(int), axis=-1), axis=-1)
+    assert edges.max() <= 2  # a 32 px window crosses at most two 16 px block edges, now 32 px apart
+    assert (np.rint(out[:, 0] / 50.0) == out_masks).mean() > 0.95
+    out, out_masks = random_crops(images, masks, 64, rng, (0.5, 8.0))  # spans capped at 128
+    assert out.shape == (5, 3, 64, 64) and set(np.unique(out_masks)) <= set(range(4))
+
+
 def test_segmentation_cutmix_pastes_one_box_into_images_and_masks() -> None:
     from geoclass.engine.train.schedule import cutmix
 
@@ -238,3 +259,11 @@ def test_shipped_dubai_model_reproduces_its_recorded_tile7_numbers(tmp_path: Pat
                                            model=str(EXAMPLE / "model.safetensors"), device="cpu"))
     assert result["pixels_scored"] == entry["pixels"]
     assert result["mean_iou"] == pytest.approx(entry["mean_iou"], abs=0.005)
+
+
+@pytest.mark.parametrize("bad", ["2,1", "0,1", "1", "a,b"])
+def test_crop_scale_out_of_range_is_one_line(tmp_path: Path, bad: str) -> None:
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--model", "unet", "-o", str(tmp_path / "r"),
+                                      "--crop-scale", bad])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "crop-scale" in result.output

@@ -98,3 +98,32 @@ def test_local_weights_load_into_own_architectures(tmp_path) -> None:
         create_model("hybrid", 10, 3, weights=str(path))
     with pytest.raises(InputNotFoundError, match="not found"):
         create_model("compact", 10, 3, weights=str(tmp_path / "missing.safetensors"))
+
+
+def test_unet_lite0_loads_efficientnet_weights_saved_under_other_names(tmp_path) -> None:
+    """The efficientnet_pytorch package layout (``_conv_stem``, ``_blocks.N._depthwise_conv`` ...,
+    then a classifier head) holds the same tensors in timm's order: they load by position, for any
+    band count; a file whose shapes differ anywhere is not loaded by position."""
+    import timm
+
+    full = timm.create_model("efficientnet_lite0", pretrained=False)
+    foreign = {f"_tensor{i}": v.clone() for i, v in enumerate(full.state_dict().values())}  # names of no model
+    path = tmp_path / "efficientnet-lite0.pth"
+    torch.save(foreign, path)
+    model = create_model("unet-lite0", num_classes=5, in_chans=3, weights=str(path)).eval()
+    assert torch.equal(model.encoder.blocks[3][0].conv_pw.weight, full.blocks[3][0].conv_pw.weight)
+    assert torch.equal(model.encoder.bn1.running_var, full.bn1.running_var)
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 45, 70)).shape == (1, 5, 45, 70)
+        assert model(torch.randn(1, 3, 12, 16)).shape == (1, 5, 12, 16)  # smaller than the pad
+    four = create_model("unet-lite0", num_classes=2, in_chans=4, weights=str(path))
+    assert four.encoder.conv_stem.weight.shape[1] == 4
+    assert torch.equal(four.encoder.blocks[6][0].conv_pwl.weight, full.blocks[6][0].conv_pwl.weight)
+    assert architecture_task("unet-lite0") == "segment"
+
+    shuffled = dict(foreign)
+    keys = list(shuffled)
+    shuffled[keys[10]], shuffled[keys[20]] = shuffled[keys[20]], shuffled[keys[10]]
+    torch.save(dict(zip(keys, shuffled.values())), path)
+    with pytest.raises(ModelError, match="weights of another architecture"):
+        create_model("unet-lite0", num_classes=5, in_chans=3, weights=str(path))

@@ -42,6 +42,7 @@ class TrainConfig:
     class_weights: str = "auto"
     dice: float = 0.0
     crop: int | None = None
+    crop_scale: list[float] | None = None
     patience: int = 10
     augment: bool = True
     augment_strength: str = "strong"
@@ -74,6 +75,9 @@ class TrainConfig:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.class_weights not in ("auto", "none"):
             raise ConfigError(f"--class-weights must be auto or none, got {self.class_weights!r}")
+        if self.crop_scale is not None and (len(self.crop_scale) != 2
+                                            or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 8):
+            raise ConfigError(f"--crop-scale must be MIN,MAX with 0 < MIN <= MAX <= 8, got {','.join(map(str, self.crop_scale))}")
         if not 0 <= self.cutmix <= 1:
             raise ConfigError(f"--cutmix is a probability in [0, 1], got {self.cutmix}")
         if not 0 <= self.ema < 1:

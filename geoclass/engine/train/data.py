@@ -77,7 +77,8 @@ def make_loaders(config: TrainConfig, run_dir: Path, report: Reporter, train_set
     # One cache per process: processes of one run never write the same file.
     suffix = f"-rank{ranks.rank}" if ranks.distributed else ""
     train_cache = _cache(config, run_dir, report, "train" + suffix, train_set.samples, meta)
-    train_ds = ChipDataset(train_set.samples, meta, c.bands, augment, train_cache, crop=c.crop)
+    train_ds = ChipDataset(train_set.samples, meta, c.bands, augment, train_cache, crop=c.crop,
+                           crop_scale=tuple(c.crop_scale) if c.crop_scale else (1.0, 1.0))
     val_ds = ChipDataset(val_samples, meta, c.bands, None,
                          _cache(config, run_dir, report, "val" + suffix, val_samples, meta))
     generator = torch.Generator()
