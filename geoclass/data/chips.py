@@ -155,7 +155,7 @@ class ChipDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                  augment: Augmenter | None = None, cache: ChipCache | None = None,
                  crop: int | None = None, crop_scale: tuple[float, float] = (1.0, 1.0)) -> None:
         self.crop = crop if meta.task == "segment" and augment is not None else None
-        self.crop_scale = crop_scale
+        self.crop_scale = crop_scale if augment is not None else (1.0, 1.0)
         self.samples = list(samples)
         self.meta = meta
         self.bands = list(bands) if bands else None

@@ -7,6 +7,7 @@ initialisation, as timm does for its pretrained weights.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -32,9 +33,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # torch names the refused global; without one the file is just unreadable
+            raise ModelError(f"{path}: cannot read weights (expected .safetensors or a torch state dict): "
+                             "not a readable torch file") from exc
+        raise ModelError(f"{path}: holds Python objects besides tensors (expected a plain state dict); "
+                         "not loaded, since unpickling them could run code") from exc
     except Exception as exc:  # safetensors and torch raise their own error types
+        detail = str(exc).splitlines()[0] if str(exc) else ""
         raise ModelError(f"{path}: cannot read weights (expected .safetensors or a torch state dict): "
-                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+                         f"{type(exc).__name__} {detail}".rstrip()) from exc
     for key in ("state_dict", "model"):  # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

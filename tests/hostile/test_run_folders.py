@@ -128,3 +128,18 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_simply_start_again(tm
 
     with pytest.raises(OutputExistsError, match="--resume"):  # a run with a checkpoint is kept
         train(config)
+
+
+def test_pickle_payload_weights_file_never_runs(tmp_path: Path) -> None:
+    """``--weights FILE`` (a .pth from anywhere) is read with weights_only: a payload is refused in one line."""
+    from geoclass.models.registry import create_model
+
+    marker = tmp_path / "pwned"
+    weights = tmp_path / "encoder.pth"
+    torch.save({"conv.weight": torch.zeros(1), "extra": _Payload(marker)}, weights)
+    with pytest.raises(ModelError, match="could run code"):
+        create_model("unet-lite0", num_classes=5, in_chans=3, weights=str(weights))
+    assert not marker.exists()
+    (tmp_path / "text.pth").write_text("not weights")
+    with pytest.raises(ModelError, match="expected .safetensors or a torch state dict"):
+        create_model("compact", num_classes=5, in_chans=3, weights=str(tmp_path / "text.pth"))
