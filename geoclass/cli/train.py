@@ -539,15 +539,20 @@ def train(
         typer.echo(f"model: {result.model_path} (best epoch {result.best_epoch}, val accuracy {accuracy:.4f})")
 
 
+def _numbers(text: str, count: int, expected: str, option: str) -> list[float]:
+    """``count`` comma-separated numbers, or a BadParameter naming ``option``."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise typer.BadParameter(f"expected {expected}, got {text!r}", param_hint=f"'{option}'")
+    return values
+
+
 def _scale_range(text: str | None) -> list[float] | None:
     """``MIN,MAX`` as two floats (the range itself is checked by TrainConfig)."""
-    if text is None:
-        return None
-    try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"expected MIN,MAX such as 0.5,2, got {text!r}", param_hint="'--crop-scale'") from None
-    return [low, high]
+    return None if text is None else _numbers(text, 2, "MIN,MAX such as 0.5,2", "--crop-scale")
 
 
 def _str(path: Path | None) -> str | None:
@@ -561,11 +566,7 @@ def _names(text: str | None) -> list[str] | None:
 def _bounds(text: str | None) -> tuple[float, float, float, float] | None:
     if text is None:
         return None
-    try:
-        left, bottom, right, top = (float(v) for v in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"expected left,bottom,right,top numbers, got {text!r}",
-                                 param_hint="'--val-bounds'") from None
+    left, bottom, right, top = _numbers(text, 4, "left,bottom,right,top numbers", "--val-bounds")
     return left, bottom, right, top
 
 

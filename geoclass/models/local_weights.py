@@ -26,6 +26,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: weights file not found")
+    unreadable = f"{path}: cannot read weights (expected .safetensors or a torch state dict)"
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -35,14 +36,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "GLOBAL" not in str(exc):  # torch names the refused global; without one the file is just unreadable
-            raise ModelError(f"{path}: cannot read weights (expected .safetensors or a torch state dict): "
-                             "not a readable torch file") from exc
+            raise ModelError(f"{unreadable}: not a readable torch file") from exc
         raise ModelError(f"{path}: holds Python objects besides tensors (expected a plain state dict); "
                          "not loaded, since unpickling them could run code") from exc
     except Exception as exc:  # safetensors and torch raise their own error types
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise ModelError(f"{path}: cannot read weights (expected .safetensors or a torch state dict): "
-                         f"{type(exc).__name__} {detail}".rstrip()) from exc
+        raise ModelError(f"{unreadable}: {type(exc).__name__} {detail}".rstrip()) from exc
     for key in ("state_dict", "model"):  # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -7,6 +7,8 @@ from torch import nn
 
 from geoclass.errors import ModelError
 from geoclass.models.cnn import conv_bn_act
+from geoclass.models.local_weights import load_local_weights
+from geoclass.models.timm_models import build_timm, require_hub
 
 
 class SmallFCN(nn.Module):
@@ -144,9 +146,6 @@ class EncoderUNet(nn.Module):
                  decoder: tuple[int, ...] | list[int] = (128, 64, 48), pretrained: bool = False,
                  pretrained_file: str | None = None) -> None:
         super().__init__()
-        from geoclass.models.local_weights import load_local_weights
-        from geoclass.models.timm_models import build_timm, require_hub
-
         if pretrained and pretrained_file is None:
             require_hub(backbone)
         self.encoder = build_timm(backbone, None, features_only=True, in_chans=in_chans,
